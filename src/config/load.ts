@@ -1,0 +1,317 @@
+/**
+ * Loads and validates the configuration: defaults ← YAML/JSON file ← environment variables.
+ * Anything wrong throws a ConfigError naming the field, so a bad deployment fails at startup
+ * instead of answering admissions with a half-understood configuration.
+ */
+import { readFileSync } from 'node:fs'
+import { parse as parseYaml } from 'yaml'
+import { defaultConfig, type Config, type TierConfig } from './schema.js'
+
+export class ConfigError extends Error {
+  constructor(
+    readonly field: string,
+    problem: string,
+  ) {
+    super(`invalid configuration: ${field}: ${problem}`)
+    this.name = 'ConfigError'
+  }
+}
+
+/** Environment variables that override single fields (documented in the README). */
+const envOverrides: Array<[string, string, 'string' | 'number' | 'boolean']> = [
+  ['SMART_RESTORE_PORT', 'server.port', 'number'],
+  ['SMART_RESTORE_HOST', 'server.host', 'string'],
+  ['SMART_RESTORE_TLS_CERT_FILE', 'server.tlsCertFile', 'string'],
+  ['SMART_RESTORE_TLS_KEY_FILE', 'server.tlsKeyFile', 'string'],
+  ['SMART_RESTORE_TIER_LABEL', 'tierLabel', 'string'],
+  ['SMART_RESTORE_STORE', 'store.type', 'string'],
+  ['SMART_RESTORE_LOCAL_DIR', 'store.local.directory', 'string'],
+  ['SMART_RESTORE_KEY_TEMPLATE', 'store.keyTemplate', 'string'],
+  ['SMART_RESTORE_PROBE_MODE', 'store.probe.mode', 'string'],
+  ['SMART_RESTORE_PROBE_DEADLINE_MS', 'store.probe.deadlineMs', 'number'],
+  ['S3_ENDPOINT', 'store.s3.endpoint', 'string'],
+  ['S3_REGION', 'store.s3.region', 'string'],
+  ['S3_BUCKET', 'store.s3.bucket', 'string'],
+  ['S3_FORCE_PATH_STYLE', 'store.s3.forcePathStyle', 'boolean'],
+  ['S3_ACCESS_KEY_ID', 'store.s3.accessKeyId', 'string'],
+  ['S3_SECRET_ACCESS_KEY', 'store.s3.secretAccessKey', 'string'],
+  ['SMART_RESTORE_ON_UNKNOWN', 'onUnknown', 'string'],
+  ['SMART_RESTORE_SOURCE_SECRET_NAMESPACE', 'restore.sourceSecret.namespace', 'string'],
+  ['SMART_RESTORE_SOURCE_SECRET_NAME', 'restore.sourceSecret.name', 'string'],
+  ['SMART_RESTORE_KUBE_MODE', 'kube.mode', 'string'],
+  ['LOG_LEVEL', 'logLevel', 'string'],
+]
+
+type Json = Record<string, unknown>
+
+const isObject = (v: unknown): v is Json => typeof v === 'object' && v !== null && !Array.isArray(v)
+
+/** Deep merge where `over` wins; arrays and scalars are replaced, objects merged. */
+function merge(base: unknown, over: unknown): unknown {
+  if (!isObject(base) || !isObject(over)) return over === undefined ? base : over
+  const out: Json = { ...base }
+  for (const [k, v] of Object.entries(over)) out[k] = merge(base[k], v)
+  return out
+}
+
+function setPath(target: Json, path: string, value: unknown): void {
+  const parts = path.split('.')
+  let cur: Json = target
+  for (const p of parts.slice(0, -1)) {
+    if (!isObject(cur[p])) cur[p] = {}
+    cur = cur[p] as Json
+  }
+  cur[parts[parts.length - 1]!] = value
+}
+
+function envValue(name: string, field: string, raw: string, type: 'string' | 'number' | 'boolean'): unknown {
+  if (type === 'string') return raw
+  if (type === 'number') {
+    const n = Number(raw)
+    if (raw.trim() === '' || !Number.isFinite(n)) throw new ConfigError(field, `${name}=${JSON.stringify(raw)} is not a number`)
+    return n
+  }
+  if (raw === 'true' || raw === '1') return true
+  if (raw === 'false' || raw === '0') return false
+  throw new ConfigError(field, `${name}=${JSON.stringify(raw)} must be true or false`)
+}
+
+export interface LoadOptions {
+  /** Path of a YAML or JSON file; defaults to $SMART_RESTORE_CONFIG. */
+  file?: string
+  env?: NodeJS.ProcessEnv
+  /** Extra values merged last (tests, CLI). */
+  overrides?: unknown
+}
+
+export function loadConfig(opts: LoadOptions = {}): Config {
+  const env = opts.env ?? process.env
+  let fromFile: unknown = {}
+  const file = opts.file ?? env.SMART_RESTORE_CONFIG
+  if (file) {
+    let text: string
+    try {
+      text = readFileSync(file, 'utf8')
+    } catch (err) {
+      throw new ConfigError('SMART_RESTORE_CONFIG', `cannot read ${file}: ${(err as Error).message}`)
+    }
+    try {
+      fromFile = parseYaml(text) ?? {}
+    } catch (err) {
+      throw new ConfigError('SMART_RESTORE_CONFIG', `${file} is not valid YAML/JSON: ${(err as Error).message}`)
+    }
+    if (!isObject(fromFile)) throw new ConfigError('SMART_RESTORE_CONFIG', `${file} must hold a mapping at the top level`)
+  }
+  const fromEnv: Json = {}
+  for (const [name, field, type] of envOverrides) {
+    const raw = env[name]
+    if (raw !== undefined && raw !== '') setPath(fromEnv, field, envValue(name, field, raw, type))
+  }
+  // Tiers given in a file replace the default set entirely: a user listing two tiers means two tiers.
+  const fileTiers = isObject(fromFile) ? fromFile.tiers : undefined
+  const base = fileTiers === undefined ? defaultConfig : { ...defaultConfig, tiers: {} }
+  const merged = merge(merge(merge(base, fromFile), fromEnv), opts.overrides ?? {})
+  return validateConfig(merged)
+}
+
+// ---- validation ---------------------------------------------------------------------------------
+
+const DNS1123_LABEL = /^[a-z0-9]([-a-z0-9]*[a-z0-9])?$/
+const LABEL_NAME = /^([a-z0-9]([-a-z0-9]*[a-z0-9])?(\.[a-z0-9]([-a-z0-9]*[a-z0-9])?)*\/)?[A-Za-z0-9]([-A-Za-z0-9_.]*[A-Za-z0-9])?$/
+const CRON = /^(@(annually|yearly|monthly|weekly|daily|hourly))|((((\d+,)*\d+|(\d+(\/|-)\d+)|\*(\/\d+)?)\s?){5})$/
+const RETAIN_INT = ['hourly', 'daily', 'weekly', 'monthly', 'yearly']
+const RETAIN_STR = ['last', 'within']
+
+function str(v: unknown, field: string, opts: { optional?: boolean; allowEmpty?: boolean } = {}): string | undefined {
+  if (v === undefined || v === null) {
+    if (opts.optional) return undefined
+    throw new ConfigError(field, 'is required')
+  }
+  if (typeof v !== 'string') throw new ConfigError(field, `must be a string, got ${JSON.stringify(v)}`)
+  if (!opts.allowEmpty && v === '') throw new ConfigError(field, 'must not be empty')
+  return v
+}
+
+function int(v: unknown, field: string, min: number, max: number): number {
+  if (typeof v !== 'number' || !Number.isInteger(v) || v < min || v > max) {
+    throw new ConfigError(field, `must be an integer between ${min} and ${max}, got ${JSON.stringify(v)}`)
+  }
+  return v
+}
+
+function oneOf<T extends string>(v: unknown, field: string, allowed: readonly T[]): T {
+  if (typeof v !== 'string' || !allowed.includes(v as T)) {
+    throw new ConfigError(field, `must be one of ${allowed.join(', ')}, got ${JSON.stringify(v)}`)
+  }
+  return v as T
+}
+
+function bool(v: unknown, field: string): boolean {
+  if (typeof v !== 'boolean') throw new ConfigError(field, `must be true or false, got ${JSON.stringify(v)}`)
+  return v
+}
+
+function obj(v: unknown, field: string): Json {
+  if (!isObject(v)) throw new ConfigError(field, 'must be a mapping')
+  return v
+}
+
+function rejectUnknown(v: Json, field: string, known: string[]): void {
+  for (const k of Object.keys(v)) {
+    if (!known.includes(k)) throw new ConfigError(field ? `${field}.${k}` : k, `unknown setting (known: ${known.join(', ')})`)
+  }
+}
+
+function validateTier(name: string, v: unknown): TierConfig {
+  const field = `tiers.${name}`
+  if (!DNS1123_LABEL.test(name) || name.length > 63) throw new ConfigError(field, 'a tier name must be a valid label value (lowercase letters, digits, -)')
+  const t = obj(v, field)
+  rejectUnknown(t, field, ['schedule', 'retain'])
+  const schedule = str(t.schedule, `${field}.schedule`)!
+  if (!CRON.test(schedule)) throw new ConfigError(`${field}.schedule`, `${JSON.stringify(schedule)} is not a 5-field cron expression or @hourly/@daily/...`)
+  const retainIn = obj(t.retain, `${field}.retain`)
+  const retain: Record<string, number | string> = {}
+  for (const [k, rv] of Object.entries(retainIn)) {
+    if (RETAIN_INT.includes(k)) retain[k] = int(rv, `${field}.retain.${k}`, 1, 100000)
+    else if (RETAIN_STR.includes(k)) retain[k] = String(str(typeof rv === 'number' ? String(rv) : rv, `${field}.retain.${k}`))
+    else throw new ConfigError(`${field}.retain.${k}`, `unknown retention key (known: ${[...RETAIN_INT, ...RETAIN_STR].join(', ')})`)
+  }
+  if (Object.keys(retain).length === 0) {
+    throw new ConfigError(`${field}.retain`, 'must keep something: without retain restic keeps only the last snapshot')
+  }
+  return { schedule, retain }
+}
+
+function validateTemplate(v: unknown, field: string, placeholders: string[]): string {
+  const s = str(v, field)!
+  for (const m of s.matchAll(/\{([^}]*)\}/g)) {
+    if (!placeholders.includes(m[1]!)) throw new ConfigError(field, `unknown placeholder {${m[1]}} (known: ${placeholders.map((p) => `{${p}}`).join(', ')})`)
+  }
+  if (s.startsWith('/')) throw new ConfigError(field, 'must not start with /')
+  return s
+}
+
+export function validateConfig(input: unknown): Config {
+  const c = obj(input, '(top level)')
+  rejectUnknown(c, '', Object.keys(defaultConfig))
+
+  const server = obj(c.server, 'server')
+  rejectUnknown(server, 'server', ['host', 'port', 'tlsCertFile', 'tlsKeyFile', 'bodyLimitBytes'])
+  const tlsCertFile = str(server.tlsCertFile, 'server.tlsCertFile', { optional: true })
+  const tlsKeyFile = str(server.tlsKeyFile, 'server.tlsKeyFile', { optional: true })
+  if (Boolean(tlsCertFile) !== Boolean(tlsKeyFile)) {
+    throw new ConfigError(tlsCertFile ? 'server.tlsKeyFile' : 'server.tlsCertFile', 'tlsCertFile and tlsKeyFile must be given together')
+  }
+
+  const tierLabel = str(c.tierLabel, 'tierLabel')!
+  if (!LABEL_NAME.test(tierLabel)) throw new ConfigError('tierLabel', `${JSON.stringify(tierLabel)} is not a valid label key`)
+  const annotationPrefix = str(c.annotationPrefix, 'annotationPrefix')!
+  if (!/^[a-z0-9]([-a-z0-9.]*[a-z0-9])?\/$/.test(annotationPrefix)) {
+    throw new ConfigError('annotationPrefix', 'must be a DNS subdomain followed by /, e.g. smart-restore.io/')
+  }
+
+  const tiersIn = obj(c.tiers, 'tiers')
+  const tiers: Record<string, TierConfig> = {}
+  for (const [name, t] of Object.entries(tiersIn)) tiers[name] = validateTier(name, t)
+  if (Object.keys(tiers).length === 0) throw new ConfigError('tiers', 'at least one tier is required')
+
+  if (!Array.isArray(c.excludedNamespaces)) throw new ConfigError('excludedNamespaces', 'must be a list of namespace names')
+  const excludedNamespaces = c.excludedNamespaces.map((n, i) => str(n, `excludedNamespaces[${i}]`)!)
+
+  const store = obj(c.store, 'store')
+  rejectUnknown(store, 'store', ['type', 's3', 'local', 'keyTemplate', 'probe'])
+  const type = oneOf(store.type, 'store.type', ['s3', 'local'] as const)
+  const s3 = obj(store.s3, 'store.s3')
+  rejectUnknown(s3, 'store.s3', ['endpoint', 'region', 'bucket', 'forcePathStyle', 'accessKeyId', 'secretAccessKey'])
+  const endpoint = str(s3.endpoint, 'store.s3.endpoint', { allowEmpty: true })!
+  if (endpoint !== '') {
+    let u: URL
+    try {
+      u = new URL(endpoint)
+    } catch {
+      throw new ConfigError('store.s3.endpoint', `${JSON.stringify(endpoint)} is not a URL (e.g. http://minio.minio:9000)`)
+    }
+    if (u.protocol !== 'http:' && u.protocol !== 'https:') throw new ConfigError('store.s3.endpoint', 'must be http:// or https://')
+  }
+  const bucket = str(s3.bucket, 'store.s3.bucket', { allowEmpty: true })!
+  if (type === 's3' && !/^[a-z0-9][a-z0-9.-]{1,61}[a-z0-9]$/.test(bucket)) {
+    throw new ConfigError('store.s3.bucket', bucket === '' ? 'is required when store.type is s3 (env S3_BUCKET)' : `${JSON.stringify(bucket)} is not a valid bucket name`)
+  }
+  const accessKeyId = str(s3.accessKeyId, 'store.s3.accessKeyId', { optional: true })
+  const secretAccessKey = str(s3.secretAccessKey, 'store.s3.secretAccessKey', { optional: true })
+  if (Boolean(accessKeyId) !== Boolean(secretAccessKey)) {
+    throw new ConfigError(accessKeyId ? 'store.s3.secretAccessKey' : 'store.s3.accessKeyId', 'accessKeyId and secretAccessKey must be given together')
+  }
+  const local = obj(store.local, 'store.local')
+  rejectUnknown(local, 'store.local', ['directory'])
+  const probe = obj(store.probe, 'store.probe')
+  rejectUnknown(probe, 'store.probe', ['mode', 'headKeyTemplate', 'deadlineMs', 'cacheTtlMs'])
+
+  const restore = obj(c.restore, 'restore')
+  rejectUnknown(restore, 'restore', [
+    'sourceSecret', 'volumeSnapshotClassName', 'storageClassName', 'cacheCapacity', 'cacheStorageClassName',
+    'moverServiceAccount', 'moverSecurityContext', 'allowCrossNamespaceRestoreFrom',
+  ])
+  const sourceSecret = obj(restore.sourceSecret, 'restore.sourceSecret')
+  rejectUnknown(sourceSecret, 'restore.sourceSecret', ['namespace', 'name'])
+  const moverSecurityContext = restore.moverSecurityContext === undefined ? undefined : obj(restore.moverSecurityContext, 'restore.moverSecurityContext')
+
+  const kube = obj(c.kube, 'kube')
+  rejectUnknown(kube, 'kube', ['mode', 'requestTimeoutMs'])
+
+  const config: Config = {
+    server: {
+      host: str(server.host, 'server.host')!,
+      port: int(server.port, 'server.port', 0, 65535),
+      tlsCertFile,
+      tlsKeyFile,
+      bodyLimitBytes: int(server.bodyLimitBytes, 'server.bodyLimitBytes', 1024 * 1024, 64 * 1024 * 1024),
+    },
+    tierLabel,
+    annotationPrefix,
+    tiers,
+    excludedNamespaces,
+    store: {
+      type,
+      s3: {
+        endpoint: endpoint.replace(/\/+$/, ''),
+        region: str(s3.region, 'store.s3.region')!,
+        bucket,
+        forcePathStyle: bool(s3.forcePathStyle, 'store.s3.forcePathStyle'),
+        accessKeyId,
+        secretAccessKey,
+      },
+      local: { directory: str(local.directory, 'store.local.directory')! },
+      keyTemplate: validateTemplate(store.keyTemplate, 'store.keyTemplate', ['namespace', 'pvc']),
+      probe: {
+        mode: oneOf(probe.mode, 'store.probe.mode', ['list', 'head'] as const),
+        headKeyTemplate: validateTemplate(probe.headKeyTemplate, 'store.probe.headKeyTemplate', ['namespace', 'pvc', 'key']),
+        deadlineMs: int(probe.deadlineMs, 'store.probe.deadlineMs', 100, 25000),
+        cacheTtlMs: int(probe.cacheTtlMs, 'store.probe.cacheTtlMs', 0, 600000),
+      },
+    },
+    onUnknown: oneOf(c.onUnknown, 'onUnknown', ['deny', 'fresh'] as const),
+    restore: {
+      sourceSecret: {
+        namespace: str(sourceSecret.namespace, 'restore.sourceSecret.namespace')!,
+        name: str(sourceSecret.name, 'restore.sourceSecret.name')!,
+      },
+      volumeSnapshotClassName: str(restore.volumeSnapshotClassName, 'restore.volumeSnapshotClassName', { optional: true }),
+      storageClassName: str(restore.storageClassName, 'restore.storageClassName', { optional: true }),
+      cacheCapacity: str(restore.cacheCapacity, 'restore.cacheCapacity', { optional: true }),
+      cacheStorageClassName: str(restore.cacheStorageClassName, 'restore.cacheStorageClassName', { optional: true }),
+      moverServiceAccount: str(restore.moverServiceAccount, 'restore.moverServiceAccount', { optional: true }),
+      moverSecurityContext,
+      allowCrossNamespaceRestoreFrom: bool(restore.allowCrossNamespaceRestoreFrom, 'restore.allowCrossNamespaceRestoreFrom'),
+    },
+    kube: {
+      mode: oneOf(kube.mode, 'kube.mode', ['auto', 'cluster', 'standalone'] as const),
+      requestTimeoutMs: int(kube.requestTimeoutMs, 'kube.requestTimeoutMs', 100, 25000),
+    },
+    logLevel: oneOf(c.logLevel, 'logLevel', ['fatal', 'error', 'warn', 'info', 'debug', 'trace', 'silent'] as const),
+  }
+  if (config.store.probe.deadlineMs + config.kube.requestTimeoutMs * 3 > 28000) {
+    throw new ConfigError('store.probe.deadlineMs', 'the probe deadline plus three API calls must fit in the apiserver\'s 30 s webhook limit')
+  }
+  return config
+}

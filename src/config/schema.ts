@@ -1,0 +1,113 @@
+/**
+ * The one configuration schema of smart-restore.
+ *
+ * Every setting has a default so `npm start` works with nothing configured; a value that is present
+ * but wrong stops startup with a ConfigError naming the field (e.g. `store.s3.bucket`).
+ */
+
+export interface TierConfig {
+  /** Cron schedule for the tier's ReplicationSource (used by the backup reconciler). */
+  schedule: string
+  /** restic retention of the tier, passed to ReplicationSource.spec.restic.retain. */
+  retain: Record<string, number | string>
+}
+
+export type ProbeMode = 'list' | 'head'
+
+export interface S3StoreConfig {
+  /** Endpoint URL the service and the VolSync movers use, e.g. http://minio.minio:9000. Empty = AWS. */
+  endpoint: string
+  region: string
+  bucket: string
+  forcePathStyle: boolean
+  /** Credentials the service itself uses to probe; absent = the AWS SDK default chain (env, IRSA, ...). */
+  accessKeyId?: string
+  secretAccessKey?: string
+}
+
+export interface StoreConfig {
+  type: 's3' | 'local'
+  s3: S3StoreConfig
+  /** Directory laid out like the bucket (`<key>/snapshots/<id>`), for demos and standalone use. */
+  local: { directory: string }
+  /** Repository key of a PVC inside the bucket; placeholders {namespace} and {pvc}. */
+  keyTemplate: string
+  probe: {
+    /** list: ListObjectsV2 `<key>/snapshots/` max-keys 1 (restic). head: HEAD `headKeyTemplate`. */
+    mode: ProbeMode
+    /** Key probed in head mode; placeholders {namespace}, {pvc}, {key}. */
+    headKeyTemplate: string
+    /** Deadline of the whole probe (all retries), well inside the webhook's timeoutSeconds. */
+    deadlineMs: number
+    /** How long an `exists`/`none` answer is reused for the same key (dedupes retries and both webhooks). */
+    cacheTtlMs: number
+  }
+}
+
+export interface RestoreConfig {
+  /** Secret in the service's namespace holding RESTIC_PASSWORD and the movers' AWS credentials. */
+  sourceSecret: { namespace: string; name: string }
+  volumeSnapshotClassName?: string
+  /** Used when the PVC names none. */
+  storageClassName?: string
+  cacheCapacity?: string
+  cacheStorageClassName?: string
+  moverServiceAccount?: string
+  moverSecurityContext?: Record<string, unknown>
+  /** Allow `restore-from` to name a PVC in another namespace (off: a tenant could read another's data). */
+  allowCrossNamespaceRestoreFrom: boolean
+}
+
+export interface Config {
+  server: {
+    host: string
+    port: number
+    /** PEM files; when absent a self-signed development certificate is generated at startup. */
+    tlsCertFile?: string
+    tlsKeyFile?: string
+    bodyLimitBytes: number
+  }
+  /** Label whose value names the backup tier. */
+  tierLabel: string
+  /** Prefix of every annotation smart-restore reads or writes. */
+  annotationPrefix: string
+  tiers: Record<string, TierConfig>
+  excludedNamespaces: string[]
+  store: StoreConfig
+  /** What a CREATE does when the store cannot be checked: deny (safe, retryable) or treat as fresh. */
+  onUnknown: 'deny' | 'fresh'
+  restore: RestoreConfig
+  kube: {
+    /** auto: use KUBECONFIG/in-cluster when reachable, else standalone. standalone: never write. */
+    mode: 'auto' | 'cluster' | 'standalone'
+    /** Deadline of each Kubernetes API call made while answering an admission. */
+    requestTimeoutMs: number
+  }
+  logLevel: string
+}
+
+export const defaultConfig: Config = {
+  server: { host: '0.0.0.0', port: 8443, bodyLimitBytes: 8 * 1024 * 1024 },
+  tierLabel: 'backup',
+  annotationPrefix: 'smart-restore.io/',
+  tiers: {
+    hourly: { schedule: '0 * * * *', retain: { hourly: 24, daily: 7, weekly: 4 } },
+    daily: { schedule: '0 2 * * *', retain: { daily: 14, weekly: 8, monthly: 6 } },
+    weekly: { schedule: '0 3 * * 0', retain: { weekly: 8, monthly: 12 } },
+  },
+  excludedNamespaces: ['kube-system', 'kube-node-lease', 'kube-public'],
+  store: {
+    type: 'local',
+    s3: { endpoint: '', region: 'us-east-1', bucket: '', forcePathStyle: true },
+    local: { directory: '.dev/backups' },
+    keyTemplate: '{namespace}/{pvc}',
+    probe: { mode: 'list', headKeyTemplate: '{key}', deadlineMs: 3000, cacheTtlMs: 10000 },
+  },
+  onUnknown: 'deny',
+  restore: {
+    sourceSecret: { namespace: 'smart-restore', name: 'smart-restore-restic' },
+    allowCrossNamespaceRestoreFrom: false,
+  },
+  kube: { mode: 'auto', requestTimeoutMs: 3000 },
+  logLevel: 'info',
+}
