@@ -18,11 +18,13 @@ export class ConfigError extends Error {
 }
 
 /** Environment variables that override single fields (documented in the README). */
-const envOverrides: Array<[string, string, 'string' | 'number' | 'boolean']> = [
+const envOverrides: Array<[string, string, EnvType]> = [
   ['SMART_RESTORE_PORT', 'server.port', 'number'],
   ['SMART_RESTORE_HOST', 'server.host', 'string'],
   ['SMART_RESTORE_TLS_CERT_FILE', 'server.tlsCertFile', 'string'],
   ['SMART_RESTORE_TLS_KEY_FILE', 'server.tlsKeyFile', 'string'],
+  ['SMART_RESTORE_DEV_CERT_HOSTS', 'server.devCertHosts', 'list'],
+  ['SMART_RESTORE_SHUTDOWN_DELAY_MS', 'server.shutdownDelayMs', 'number'],
   ['SMART_RESTORE_TIER_LABEL', 'tierLabel', 'string'],
   ['SMART_RESTORE_STORE', 'store.type', 'string'],
   ['SMART_RESTORE_LOCAL_DIR', 'store.local.directory', 'string'],
@@ -43,6 +45,7 @@ const envOverrides: Array<[string, string, 'string' | 'number' | 'boolean']> = [
 ]
 
 type Json = Record<string, unknown>
+type EnvType = 'string' | 'number' | 'boolean' | 'list'
 
 const isObject = (v: unknown): v is Json => typeof v === 'object' && v !== null && !Array.isArray(v)
 
@@ -64,8 +67,9 @@ function setPath(target: Json, path: string, value: unknown): void {
   cur[parts[parts.length - 1]!] = value
 }
 
-function envValue(name: string, field: string, raw: string, type: 'string' | 'number' | 'boolean'): unknown {
+function envValue(name: string, field: string, raw: string, type: EnvType): unknown {
   if (type === 'string') return raw
+  if (type === 'list') return raw.split(',').map((s) => s.trim()).filter(Boolean)
   if (type === 'number') {
     const n = Number(raw)
     if (raw.trim() === '' || !Number.isFinite(n)) throw new ConfigError(field, `${name}=${JSON.stringify(raw)} is not a number`)
@@ -196,7 +200,8 @@ export function validateConfig(input: unknown): Config {
   rejectUnknown(c, '', Object.keys(defaultConfig))
 
   const server = obj(c.server, 'server')
-  rejectUnknown(server, 'server', ['host', 'port', 'tlsCertFile', 'tlsKeyFile', 'bodyLimitBytes'])
+  rejectUnknown(server, 'server', ['host', 'port', 'tlsCertFile', 'tlsKeyFile', 'bodyLimitBytes', 'devCertHosts', 'shutdownDelayMs'])
+  if (!Array.isArray(server.devCertHosts)) throw new ConfigError('server.devCertHosts', 'must be a list of DNS names or IP addresses')
   const tlsCertFile = str(server.tlsCertFile, 'server.tlsCertFile', { optional: true })
   const tlsKeyFile = str(server.tlsKeyFile, 'server.tlsKeyFile', { optional: true })
   if (Boolean(tlsCertFile) !== Boolean(tlsKeyFile)) {
@@ -266,6 +271,8 @@ export function validateConfig(input: unknown): Config {
       tlsCertFile,
       tlsKeyFile,
       bodyLimitBytes: int(server.bodyLimitBytes, 'server.bodyLimitBytes', 1024 * 1024, 64 * 1024 * 1024),
+      devCertHosts: server.devCertHosts.map((h, i) => str(h, `server.devCertHosts[${i}]`)!),
+      shutdownDelayMs: int(server.shutdownDelayMs, 'server.shutdownDelayMs', 0, 120000),
     },
     tierLabel,
     annotationPrefix,

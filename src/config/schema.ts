@@ -66,6 +66,10 @@ export interface Config {
     tlsCertFile?: string
     tlsKeyFile?: string
     bodyLimitBytes: number
+    /** Extra DNS names/IPs in the generated development certificate (e.g. the address a cluster reaches you at). */
+    devCertHosts: string[]
+    /** On SIGTERM, stay ready-false but serving this long before closing, so endpoints can drop the pod. */
+    shutdownDelayMs: number
   }
   /** Label whose value names the backup tier. */
   tierLabel: string
@@ -87,7 +91,7 @@ export interface Config {
 }
 
 export const defaultConfig: Config = {
-  server: { host: '0.0.0.0', port: 8443, bodyLimitBytes: 8 * 1024 * 1024 },
+  server: { host: '0.0.0.0', port: 8443, bodyLimitBytes: 8 * 1024 * 1024, devCertHosts: [], shutdownDelayMs: 0 },
   tierLabel: 'backup',
   annotationPrefix: 'smart-restore.io/',
   tiers: {

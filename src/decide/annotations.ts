@@ -1,0 +1,24 @@
+/** Annotation names, relative to the configured prefix (default `smart-restore.io/`). */
+import type { Config } from '../config/schema.js'
+
+export const ANNOTATION = {
+  /** Opt-out of the restore check; the value is the (required) reason. */
+  skipRestore: 'skip-restore',
+  /** Restore from another PVC's repository: `<namespace>/<pvc>` or `<pvc>` (same namespace). */
+  restoreFrom: 'restore-from',
+  /** Point-in-time restore: the newest snapshot at or before this RFC 3339 time. */
+  restoreAsOf: 'restore-as-of',
+  /** Restore the snapshot this many before the newest (0 = newest). */
+  restorePrevious: 'restore-previous',
+  // Written by smart-restore:
+  decision: 'decision',
+  restoreSource: 'restore-source',
+  replicationDestination: 'replication-destination',
+  checked: 'checked-location',
+} as const
+
+export type AnnotationName = (typeof ANNOTATION)[keyof typeof ANNOTATION]
+
+export function annotationKey(config: Config, name: AnnotationName): string {
+  return `${config.annotationPrefix}${name}`
+}

@@ -1,0 +1,102 @@
+/**
+ * The HTTPS front: routes, body parsing and the per-admission log line. Protocol errors become 4xx
+ * with a reason; anything thrown while deciding becomes an AdmissionReview denial, never a bare 500.
+ */
+import Fastify, { type FastifyInstance, type FastifyReply, type FastifyRequest } from 'fastify'
+import type { Logger } from 'pino'
+import { AdmissionParseError, isJsonContentType, parseAdmissionReview } from './admission/parse.js'
+import { deny } from './admission/respond.js'
+import type { AdmissionRequest } from './admission/types.js'
+import { handleMutate, type HandlerResult } from './webhook/mutate.js'
+import type { WebhookDeps } from './webhook/ports.js'
+
+export interface ServerOptions {
+  deps: WebhookDeps
+  logger: Logger
+  /** Omitted in tests that drive the app with inject(). */
+  https?: { key: string; cert: string }
+  bodyLimitBytes: number
+  /** Readiness beyond "listening": e.g. draining on shutdown. */
+  isReady?: () => { ready: boolean; reason?: string }
+}
+
+type Handler = (req: AdmissionRequest, deps: WebhookDeps) => Promise<HandlerResult>
+
+export function buildServer(opts: ServerOptions): FastifyInstance {
+  // The options object is assembled at run time (https or not), which fastify's overloads cannot type.
+  const app = (Fastify as unknown as (o: object) => FastifyInstance)({
+    loggerInstance: opts.logger,
+    disableRequestLogging: true,
+    bodyLimit: opts.bodyLimitBytes,
+    // The apiserver counts a 503 as a webhook failure; while closing, in-flight and new requests
+    // on open connections are still answered, and idle keep-alive connections are closed.
+    return503OnClosing: false,
+    forceCloseConnections: 'idle',
+    // Go's client keeps idle connections ~90 s; outlive that so the server is not the one to race it.
+    keepAliveTimeout: 95_000,
+    ...(opts.https ? { https: opts.https } : {}),
+  })
+
+  // Keep the body as text: parseAdmissionReview gives the reasons, fastify's parser would not.
+  app.removeAllContentTypeParsers()
+  app.addContentTypeParser('*', { parseAs: 'string' }, (_req, body, done) => done(null, body))
+
+  app.setErrorHandler((err: Error & { statusCode?: number; code?: string }, req, reply) => {
+    const status = err.statusCode && err.statusCode >= 400 && err.statusCode < 500 ? err.statusCode : 500
+    if (status === 500) req.log.error({ err }, 'unhandled error')
+    void reply.code(status).send({ error: status === 413 ? 'Payload Too Large' : status === 500 ? 'Internal Server Error' : 'Bad Request', message: err.message, statusCode: status })
+  })
+
+  const admissionRoute = (name: string, handler: Handler) => async (request: FastifyRequest, reply: FastifyReply) => {
+    const started = performance.now()
+    const contentType = request.headers['content-type']
+    let review: AdmissionRequest
+    try {
+      if (request.body !== undefined && request.body !== '' && !isJsonContentType(contentType)) {
+        throw new AdmissionParseError(415, `content type must be application/json, got ${JSON.stringify(contentType ?? 'none')}`)
+      }
+      review = parseAdmissionReview(request.body as string | undefined)
+    } catch (err) {
+      if (err instanceof AdmissionParseError) {
+        request.log.warn({ webhook: name, uid: err.uid, status: err.statusCode, reason: err.message }, 'rejected malformed AdmissionReview')
+        return reply.code(err.statusCode).send({ error: 'Bad AdmissionReview', message: err.message, statusCode: err.statusCode, uid: err.uid })
+      }
+      throw err
+    }
+    const log = opts.logger.child({ uid: review.uid })
+    let result: HandlerResult
+    try {
+      result = await handler(review, { ...opts.deps, logger: log })
+    } catch (err) {
+      // A bug must still produce an answer the apiserver understands, and a safe one: deny.
+      log.error({ err }, 'admission handler failed')
+      result = {
+        review: deny(review.uid, `smart-restore failed to decide: ${(err as Error).message}. Retrying is safe.`, { code: 500, reason: 'InternalError' }),
+        outcome: { decision: 'error', reason: (err as Error).message },
+      }
+    }
+    log.info(
+      {
+        webhook: name,
+        namespace: review.namespace,
+        name: review.name,
+        operation: review.operation,
+        dryRun: review.dryRun,
+        allowed: result.review.response.allowed,
+        ...result.outcome,
+        durationMs: Math.round((performance.now() - started) * 100) / 100,
+      },
+      'admission',
+    )
+    return reply.code(200).header('content-type', 'application/json').send(result.review)
+  }
+
+  app.post('/mutate', admissionRoute('mutate', handleMutate))
+
+  app.get('/healthz', async () => ({ status: 'ok' }))
+  app.get('/readyz', async (_req, reply) => {
+    const state = opts.isReady?.() ?? { ready: true }
+    return reply.code(state.ready ? 200 : 503).send(state.ready ? { status: 'ready' } : { status: 'not ready', reason: state.reason })
+  })
+  return app
+}

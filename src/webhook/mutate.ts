@@ -1,0 +1,134 @@
+/**
+ * POST /mutate: the smart-restore decision for a PVC CREATE, carried out.
+ *
+ *   plan (pure) → probe the store → decide (pure) → create Secret + ReplicationDestination → answer
+ *
+ * Every path ends in an AdmissionReview: a failure to create the restore objects is a denial that
+ * says what failed, never an allowed PVC without its data.
+ */
+import type { AdmissionRequest, AdmissionReviewResponse } from '../admission/types.js'
+import { allow, deny } from '../admission/respond.js'
+import { decideAfterProbe, planCreate, type Denial, type RestoreDecision } from '../decide/create.js'
+import { buildRepositorySecret, REQUIRED_SOURCE_KEYS } from '../engines/volsync.js'
+import type { AdmissionOutcome, WebhookDeps } from './ports.js'
+
+export interface HandlerResult {
+  review: AdmissionReviewResponse
+  outcome: AdmissionOutcome
+}
+
+function denied(uid: string, d: Denial, outcome: Partial<AdmissionOutcome> = {}): HandlerResult {
+  return {
+    review: deny(uid, d.message, { code: d.code, reason: d.reason, auditAnnotations: { decision: 'denied', cause: d.cause } }),
+    outcome: { decision: 'denied', reason: d.cause, ...outcome },
+  }
+}
+
+/** A readable description of a failed API call, whatever was thrown. */
+function describeError(err: unknown): { kind: string; message: string } {
+  const e = err as { kind?: unknown; message?: unknown }
+  return { kind: typeof e?.kind === 'string' ? e.kind : 'error', message: typeof e?.message === 'string' ? e.message : String(err) }
+}
+
+async function createRestoreObjects(decision: RestoreDecision, deps: WebhookDeps, pvcName: string): Promise<string[] | Denial> {
+  const cluster = deps.cluster!
+  const { namespace } = decision.destination.metadata
+  const source = deps.config.restore.sourceSecret
+  let sourceData: Record<string, string>
+  try {
+    sourceData = await cluster.readSecretData(source.namespace, source.name)
+  } catch (err) {
+    const e = describeError(err)
+    return {
+      action: 'deny',
+      code: 503,
+      reason: 'ServiceUnavailable',
+      cause: `source-secret-${e.kind}`,
+      message: `a backup of ${namespace}/${pvcName} exists, but smart-restore could not read its source Secret ${source.namespace}/${source.name}: ${e.message}. The PVC was not created; retrying is safe.`,
+    }
+  }
+  const missing = REQUIRED_SOURCE_KEYS.filter((k) => !sourceData[k])
+  if (missing.length > 0) {
+    return {
+      action: 'deny',
+      code: 500,
+      reason: 'InternalError',
+      cause: 'source-secret-incomplete',
+      message: `a backup of ${namespace}/${pvcName} exists, but the source Secret ${source.namespace}/${source.name} lacks ${missing.join(', ')}; fix the Secret and retry.`,
+    }
+  }
+  const secret = buildRepositorySecret({
+    config: deps.config,
+    namespace,
+    pvcName,
+    name: decision.secretName,
+    resticRepository: decision.resticRepository,
+    sourceData,
+  })
+  const made: string[] = []
+  try {
+    made.push(`Secret ${namespace}/${secret.metadata.name} (${await cluster.ensureSecret(secret)})`)
+    const rd = decision.destination
+    made.push(`ReplicationDestination ${namespace}/${rd.metadata.name} (${await cluster.ensureReplicationDestination(rd)})`)
+  } catch (err) {
+    const e = describeError(err)
+    return {
+      action: 'deny',
+      code: e.kind === 'conflict' ? 409 : e.kind === 'forbidden' ? 403 : 503,
+      reason: e.kind === 'conflict' ? 'Conflict' : e.kind === 'forbidden' ? 'Forbidden' : 'ServiceUnavailable',
+      cause: `create-restore-objects-${e.kind}`,
+      message: `a backup of ${namespace}/${pvcName} exists, but smart-restore could not set up its restore: ${e.message}. The PVC was not created, so it cannot start empty; ${e.kind === 'conflict' ? 'resolve the conflict and retry' : 'retrying is safe'}.`,
+    }
+  }
+  return made
+}
+
+export async function handleMutate(req: AdmissionRequest, deps: WebhookDeps): Promise<HandlerResult> {
+  const { config, store } = deps
+  const plan = planCreate(req, config)
+  if (plan.action === 'skip') {
+    return {
+      review: allow(req.uid, { warnings: plan.warnings, auditAnnotations: plan.auditAnnotations }),
+      outcome: { decision: 'skipped', reason: plan.reason },
+    }
+  }
+  if (plan.action === 'deny') return denied(req.uid, plan)
+
+  const started = performance.now()
+  const probe = await store.probe(plan.repositoryKey)
+  const probeInfo = {
+    state: probe.state,
+    location: probe.location,
+    kind: probe.state === 'unknown' ? probe.kind : undefined,
+    ms: Math.round(performance.now() - started),
+  }
+  const decision = decideAfterProbe(plan, probe, { location: store.location(plan.repositoryKey), resticRepository: store.resticRepository(plan.repositoryKey) }, config)
+
+  if (decision.action === 'deny') return denied(req.uid, decision, { probe: probeInfo })
+  if (decision.action === 'fresh') {
+    return {
+      review: allow(req.uid, { patch: decision.patch, warnings: decision.warnings, auditAnnotations: decision.auditAnnotations }),
+      outcome: { decision: decision.verified ? 'fresh' : 'fresh-unverified', reason: probe.state === 'unknown' ? probe.reason : 'no snapshot', probe: probeInfo },
+    }
+  }
+
+  // restore
+  const warnings = [...decision.warnings]
+  let objects: string[]
+  if (req.dryRun) {
+    // sideEffects: NoneOnDryRun — same answer, nothing written (Argo CD diffs, kubectl --dry-run=server).
+    objects = []
+    warnings.push(`smart-restore: dry run; ReplicationDestination ${decision.destination.metadata.name} not created`)
+  } else if (!deps.cluster) {
+    objects = []
+    warnings.push(`smart-restore: standalone mode (no Kubernetes API); ReplicationDestination ${decision.destination.metadata.name} not created`)
+  } else {
+    const made = await createRestoreObjects(decision, deps, plan.pvcName)
+    if (!Array.isArray(made)) return denied(req.uid, made, { probe: probeInfo })
+    objects = made
+  }
+  return {
+    review: allow(req.uid, { patch: decision.patch, warnings, auditAnnotations: decision.auditAnnotations }),
+    outcome: { decision: 'restore', reason: probe.state === 'exists' ? probe.detail : '', objects, probe: probeInfo },
+  }
+}

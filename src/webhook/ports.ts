@@ -1,0 +1,33 @@
+/**
+ * What the admission handlers need from the outside world, as interfaces, so each handler can be
+ * driven by the real S3/Kubernetes adapters or by test doubles at the same seams.
+ */
+import type { Logger } from 'pino'
+import type { Config } from '../config/schema.js'
+import type { RepositorySecret, ReplicationDestination } from '../engines/volsync.js'
+import type { BackupStore } from '../storage/types.js'
+
+/** The Kubernetes writes of the CREATE path. Errors are thrown as KubeApiError-like objects. */
+export interface ClusterWriter {
+  readSecretData(namespace: string, name: string): Promise<Record<string, string>>
+  ensureSecret(desired: RepositorySecret): Promise<string>
+  ensureReplicationDestination(desired: ReplicationDestination): Promise<string>
+}
+
+export interface WebhookDeps {
+  config: Config
+  store: BackupStore
+  /** null: standalone mode, decide and answer but write nothing. */
+  cluster: ClusterWriter | null
+  logger: Logger
+}
+
+/** What one admission did, for the per-admission log line (and later, metrics). */
+export interface AdmissionOutcome {
+  /** restore | fresh | fresh-unverified | skipped | denied | error */
+  decision: string
+  reason: string
+  /** Objects created or found, e.g. "Secret media/data-claim-restic (created)". */
+  objects?: string[]
+  probe?: { state: string; location: string; kind?: string; ms: number }
+}
