@@ -2,7 +2,7 @@
  * The HTTPS front: routes, body parsing and the per-admission log line. Protocol errors become 4xx
  * with a reason; anything thrown while deciding becomes an AdmissionReview denial, never a bare 500.
  */
-import Fastify, { type FastifyInstance, type FastifyReply, type FastifyRequest } from 'fastify'
+import Fastify, { LogController, type FastifyInstance, type FastifyReply, type FastifyRequest } from 'fastify'
 import type { Logger } from 'pino'
 import { AdmissionParseError, isJsonContentType, parseAdmissionReview } from './admission/parse.js'
 import { deny } from './admission/respond.js'
@@ -26,7 +26,8 @@ export function buildServer(opts: ServerOptions): FastifyInstance {
   // The options object is assembled at run time (https or not), which fastify's overloads cannot type.
   const app = (Fastify as unknown as (o: object) => FastifyInstance)({
     loggerInstance: opts.logger,
-    disableRequestLogging: true,
+    // One line per admission is logged by the route itself, with the decision in it.
+    logController: new LogController({ disableRequestLogging: true }),
     bodyLimit: opts.bodyLimitBytes,
     // The apiserver counts a 503 as a webhook failure; while closing, in-flight and new requests
     // on open connections are still answered, and idle keep-alive connections are closed.

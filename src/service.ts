@@ -1,0 +1,110 @@
+/**
+ * Wiring: configuration → TLS → backup store → Kubernetes access (or standalone) → HTTPS server.
+ * `startService` is what `npm start`, the e2e suite and the benchmarks run.
+ */
+import { mkdirSync, readFileSync, writeFileSync } from 'node:fs'
+import { join } from 'node:path'
+import type { AddressInfo } from 'node:net'
+import type { Logger } from 'pino'
+import { defaultConfig, type Config } from './config/schema.js'
+import { ClusterClient } from './kube/cluster-client.js'
+import { isApiReachable, kubeConfigFromEnvironment } from './kube/config.js'
+import { buildServer } from './server.js'
+import { createBackupStore } from './storage/index.js'
+import type { BackupStore } from './storage/types.js'
+import { generateCertificates } from './tls/certificates.js'
+import type { ClusterWriter } from './webhook/ports.js'
+
+export interface ServiceHandle {
+  /** e.g. https://127.0.0.1:8443 */
+  url: string
+  port: number
+  mode: 'cluster' | 'standalone'
+  /** PEM of the CA that signed the serving certificate, when smart-restore generated it. */
+  caCert?: string
+  /** Readiness goes false (endpoints drop the pod) while requests are still served. */
+  beginDrain(): void
+  /** Stop accepting, finish in-flight admissions, close. */
+  close(): Promise<void>
+}
+
+export interface StartOptions {
+  logger: Logger
+  /** Replace the Kubernetes access (tests): a writer, or null for standalone. */
+  cluster?: ClusterWriter | null
+  store?: BackupStore
+}
+
+async function loadTls(config: Config, logger: Logger): Promise<{ key: string; cert: string; caCert?: string }> {
+  const { tlsCertFile, tlsKeyFile } = config.server
+  if (tlsCertFile && tlsKeyFile) {
+    return { cert: readFileSync(tlsCertFile, 'utf8'), key: readFileSync(tlsKeyFile, 'utf8') }
+  }
+  const hosts = ['localhost', '127.0.0.1', '::1', ...config.server.devCertHosts]
+  const set = await generateCertificates(hosts, 30)
+  // Written so a developer can `curl --cacert .dev/tls/ca.crt`; a read-only filesystem is fine.
+  try {
+    mkdirSync('.dev/tls', { recursive: true })
+    writeFileSync(join('.dev/tls', 'ca.crt'), set.caCert)
+  } catch {
+    /* not needed to serve */
+  }
+  logger.warn({ hosts }, 'no TLS certificate configured (server.tlsCertFile/tlsKeyFile): serving a generated development certificate; its CA is in .dev/tls/ca.crt')
+  return { cert: set.cert, key: set.key, caCert: set.caCert }
+}
+
+async function connectCluster(config: Config, logger: Logger): Promise<ClusterWriter | null> {
+  if (config.kube.mode === 'standalone') {
+    logger.warn('kube.mode=standalone: decisions are answered but no Kubernetes object is written')
+    return null
+  }
+  const found = kubeConfigFromEnvironment()
+  const reachable = found ? await isApiReachable(found.kubeConfig, config.kube.requestTimeoutMs) : false
+  if (found && reachable) {
+    logger.info({ source: found.source, server: found.kubeConfig.getCurrentCluster()?.server }, 'connected to the Kubernetes API')
+    return new ClusterClient(found.kubeConfig, { requestTimeoutMs: config.kube.requestTimeoutMs, fieldManager: 'smart-restore', logger })
+  }
+  const why = found ? `the API server from ${found.source} did not answer` : 'no in-cluster credentials and no kubeconfig'
+  if (config.kube.mode === 'cluster') throw new Error(`kube.mode=cluster but ${why}`)
+  logger.warn({ why }, 'standalone mode: no Kubernetes API; decisions are answered but no object is written (responses say so)')
+  return null
+}
+
+export async function startService(config: Config, opts: StartOptions): Promise<ServiceHandle> {
+  const { logger } = opts
+  const tls = await loadTls(config, logger)
+  if (config.store.type === 'local' && config.store.local.directory === defaultConfig.store.local.directory) {
+    // The default development store is ours to create; a configured directory that is missing is
+    // a misconfiguration, and the store reports it as "unknown" rather than "no backup".
+    mkdirSync(config.store.local.directory, { recursive: true })
+  }
+  const store = opts.store ?? createBackupStore(config.store, { logger })
+  const cluster = opts.cluster !== undefined ? opts.cluster : await connectCluster(config, logger)
+  let draining = false
+  const app = buildServer({
+    deps: { config, store, cluster, logger },
+    logger,
+    https: { key: tls.key, cert: tls.cert },
+    bodyLimitBytes: config.server.bodyLimitBytes,
+    isReady: () => (draining ? { ready: false, reason: 'shutting down' } : { ready: true }),
+  })
+  await app.listen({ host: config.server.host, port: config.server.port })
+  const port = (app.server.address() as AddressInfo).port
+  const shownHost = config.server.host === '0.0.0.0' || config.server.host === '::' ? '127.0.0.1' : config.server.host
+  const mode = cluster ? 'cluster' : 'standalone'
+  logger.info({ port, mode, store: config.store.type, tiers: Object.keys(config.tiers), tierLabel: config.tierLabel }, 'smart-restore listening')
+  return {
+    url: `https://${shownHost.includes(':') ? `[${shownHost}]` : shownHost}:${port}`,
+    port,
+    mode,
+    caCert: tls.caCert,
+    beginDrain() {
+      draining = true
+    },
+    async close() {
+      draining = true
+      await app.close()
+      store.close()
+    },
+  }
+}
