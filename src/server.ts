@@ -8,7 +8,7 @@ import { AdmissionParseError, isJsonContentType, parseAdmissionReview } from './
 import { deny } from './admission/respond.js'
 import type { AdmissionRequest } from './admission/types.js'
 import { handleMutate, type HandlerResult } from './webhook/mutate.js'
-import type { WebhookDeps } from './webhook/ports.js'
+import type { CallOptions, WebhookDeps } from './webhook/ports.js'
 
 export interface ServerOptions {
   deps: WebhookDeps
@@ -20,7 +20,16 @@ export interface ServerOptions {
   isReady?: () => { ready: boolean; reason?: string }
 }
 
-type Handler = (req: AdmissionRequest, deps: WebhookDeps) => Promise<HandlerResult>
+type Handler = (req: AdmissionRequest, deps: WebhookDeps, call: CallOptions) => Promise<HandlerResult>
+
+/** The apiserver gives up after `?timeout=` (Go duration, 1–30 s; 10 s when absent). */
+export function admissionBudgetMs(timeoutParam: unknown): number {
+  const m = typeof timeoutParam === 'string' ? /^(\d+(?:\.\d+)?)(ms|s|m)?$/.exec(timeoutParam) : null
+  const value = m ? Number(m[1]) * (m[2] === 'ms' ? 1 : m[2] === 'm' ? 60_000 : 1000) : 10_000
+  const bounded = Math.min(Math.max(value, 1000), 30_000)
+  // Answer before the apiserver stops listening: a late answer is a failed call, not a denial.
+  return bounded - Math.min(750, bounded / 4)
+}
 
 export function buildServer(opts: ServerOptions): FastifyInstance {
   // The options object is assembled at run time (https or not), which fastify's overloads cannot type.
@@ -65,9 +74,10 @@ export function buildServer(opts: ServerOptions): FastifyInstance {
       throw err
     }
     const log = opts.logger.child({ uid: review.uid })
+    const budget = AbortSignal.timeout(admissionBudgetMs((request.query as Record<string, unknown>).timeout))
     let result: HandlerResult
     try {
-      result = await handler(review, { ...opts.deps, logger: log })
+      result = await handler(review, { ...opts.deps, logger: log }, { signal: budget })
     } catch (err) {
       // A bug must still produce an answer the apiserver understands, and a safe one: deny.
       log.error({ err }, 'admission handler failed')

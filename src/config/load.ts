@@ -236,7 +236,7 @@ export function validateConfig(input: unknown): Config {
     } catch {
       throw new ConfigError('store.s3.endpoint', `${JSON.stringify(endpoint)} is not a URL (e.g. http://minio.minio:9000)`)
     }
-    if (u.protocol !== 'http:' && u.protocol !== 'https:') throw new ConfigError('store.s3.endpoint', 'must be http:// or https://')
+    if (u.protocol !== 'http:' && u.protocol !== 'https:') throw new ConfigError('store.s3.endpoint', `${JSON.stringify(endpoint)} must start with http:// or https://, e.g. http://minio.minio:9000`)
   }
   const bucket = str(s3.bucket, 'store.s3.bucket', { allowEmpty: true })!
   if (type === 's3' && !/^[a-z0-9][a-z0-9.-]{1,61}[a-z0-9]$/.test(bucket)) {

@@ -10,7 +10,7 @@ import type { AdmissionRequest, AdmissionReviewResponse } from '../admission/typ
 import { allow, deny } from '../admission/respond.js'
 import { decideAfterProbe, planCreate, type Denial, type RestoreDecision } from '../decide/create.js'
 import { buildRepositorySecret, REQUIRED_SOURCE_KEYS } from '../engines/volsync.js'
-import type { AdmissionOutcome, WebhookDeps } from './ports.js'
+import type { AdmissionOutcome, CallOptions, WebhookDeps } from './ports.js'
 
 export interface HandlerResult {
   review: AdmissionReviewResponse
@@ -30,13 +30,13 @@ function describeError(err: unknown): { kind: string; message: string } {
   return { kind: typeof e?.kind === 'string' ? e.kind : 'error', message: typeof e?.message === 'string' ? e.message : String(err) }
 }
 
-async function createRestoreObjects(decision: RestoreDecision, deps: WebhookDeps, pvcName: string): Promise<string[] | Denial> {
+async function createRestoreObjects(decision: RestoreDecision, deps: WebhookDeps, pvcName: string, call: CallOptions): Promise<string[] | Denial> {
   const cluster = deps.cluster!
   const { namespace } = decision.destination.metadata
   const source = deps.config.restore.sourceSecret
   let sourceData: Record<string, string>
   try {
-    sourceData = await cluster.readSecretData(source.namespace, source.name)
+    sourceData = await cluster.readSecretData(source.namespace, source.name, call)
   } catch (err) {
     const e = describeError(err)
     return {
@@ -83,7 +83,7 @@ async function createRestoreObjects(decision: RestoreDecision, deps: WebhookDeps
   return made
 }
 
-export async function handleMutate(req: AdmissionRequest, deps: WebhookDeps): Promise<HandlerResult> {
+export async function handleMutate(req: AdmissionRequest, deps: WebhookDeps, call: CallOptions = {}): Promise<HandlerResult> {
   const { config, store } = deps
   const plan = planCreate(req, config)
   if (plan.action === 'skip') {
@@ -123,7 +123,7 @@ export async function handleMutate(req: AdmissionRequest, deps: WebhookDeps): Pr
     objects = []
     warnings.push(`smart-restore: standalone mode (no Kubernetes API); ReplicationDestination ${decision.destination.metadata.name} not created`)
   } else {
-    const made = await createRestoreObjects(decision, deps, plan.pvcName)
+    const made = await createRestoreObjects(decision, deps, plan.pvcName, call)
     if (!Array.isArray(made)) return denied(req.uid, made, { probe: probeInfo })
     objects = made
   }

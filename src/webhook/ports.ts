@@ -9,9 +9,14 @@ import type { BackupStore } from '../storage/types.js'
 
 /** The Kubernetes writes of the CREATE path. Errors are thrown as KubeApiError-like objects. */
 export interface ClusterWriter {
-  readSecretData(namespace: string, name: string): Promise<Record<string, string>>
-  ensureSecret(desired: RepositorySecret): Promise<string>
-  ensureReplicationDestination(desired: ReplicationDestination): Promise<string>
+  readSecretData(namespace: string, name: string, opts?: CallOptions): Promise<Record<string, string>>
+  ensureSecret(desired: RepositorySecret, opts?: CallOptions): Promise<string>
+  ensureReplicationDestination(desired: ReplicationDestination, opts?: CallOptions): Promise<string>
+}
+
+/** `signal` aborts when the admission's own budget (the apiserver's timeout) is spent. */
+export interface CallOptions {
+  signal?: AbortSignal
 }
 
 export interface WebhookDeps {

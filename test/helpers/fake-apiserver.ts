@@ -1,0 +1,1052 @@
+/**
+ * A loopback Kubernetes API server for tests: plain HTTP on 127.0.0.1, an in-memory object store,
+ * and fault injection. It follows the apiserver's REST conventions closely enough that the real
+ * @kubernetes/client-node (typed APIs, CustomObjectsApi, Watch, ListWatch/makeInformer) runs
+ * against it unchanged:
+ *
+ * - paths: `/api/v1/namespaces/{ns}/{resource}[/{name}[/status]]`,
+ *   `/apis/{group}/{version}/namespaces/{ns}/{resource}[/{name}[/status]]`, cluster-scoped
+ *   `/api/v1/{resource}[/{name}]` (also the cluster-wide list of a namespaced resource).
+ * - POST 201 (409 AlreadyExists), GET 200/404, PUT with resourceVersion optimistic concurrency,
+ *   DELETE with preconditions and finalizers (the object stays, marked for deletion, until its
+ *   finalizers are removed), PATCH: apply-patch+yaml (server-side apply, simplified to
+ *   create-or-merge; fieldManager required), merge-patch, json-patch, strategic-merge (as merge).
+ * - `?dryRun=All` validates and answers, stores nothing.
+ * - LIST with `metadata.resourceVersion`, labelSelector (=, ==, !=, in, notin, exists, !exists)
+ *   and fieldSelector (dotted paths, = / !=); WATCH `?watch=true&resourceVersion=N` streams
+ *   `{"type","object"}` lines for changes after N (ERROR 410 Expired after `objects.compact()`).
+ * - Secrets: `stringData` merged into `data` (base64) on write, invalid base64 is a 400.
+ * - One global, monotonically increasing resourceVersion. Errors are proper metav1.Status bodies.
+ * - Bearer token authentication (401 otherwise).
+ *
+ * Simplifications (on purpose): no schema validation or defaulting beyond `opts.defaulters`,
+ * objects are stored per group/version (not converted between versions), server-side apply does not
+ * track field ownership (no conflicts, omitted fields are not removed), no pagination, no garbage
+ * collection of dependents.
+ */
+import http from 'node:http'
+import type { AddressInfo } from 'node:net'
+import { randomUUID } from 'node:crypto'
+import { KubeConfig } from '@kubernetes/client-node'
+import jsonpatch from 'fast-json-patch'
+import type { Operation } from 'fast-json-patch'
+import YAML from 'yaml'
+
+// ---------------------------------------------------------------------------------------------
+// Types
+
+export interface StoredObject {
+  apiVersion?: string
+  kind?: string
+  metadata: {
+    name: string
+    namespace?: string
+    uid?: string
+    resourceVersion?: string
+    generation?: number
+    creationTimestamp?: string
+    deletionTimestamp?: string
+    labels?: Record<string, string>
+    annotations?: Record<string, string>
+    finalizers?: string[]
+    [key: string]: unknown
+  }
+  [key: string]: unknown
+}
+
+export interface RecordedRequest {
+  method: string
+  /** URL path without the query string, e.g. `/api/v1/namespaces/media/secrets`. */
+  path: string
+  query: Record<string, string>
+  /** Parsed JSON/YAML body, the raw text if it did not parse, undefined if empty. */
+  body: unknown
+  contentType?: string
+}
+
+export interface FaultMatcher {
+  method?: string
+  /** Exact path, a glob where `*` stands for one path segment, or a RegExp tested on the path. */
+  path?: string | RegExp
+  /** How many matching requests are affected (default 1; Infinity for all). */
+  times?: number
+}
+
+export type FaultAction =
+  /** Answer with this status and a metav1.Status body (reason/message derived when omitted). */
+  | { status: number; reason?: string; message?: string }
+  /** Wait, then handle the request normally (a slow apiserver still performs the write). */
+  | { delayMs: number }
+  /** Never answer (until the client gives up or the server closes). */
+  | { hang: true }
+  /** Destroy the connection without an answer. */
+  | { reset: true }
+
+export interface Fault {
+  readonly hits: number
+  readonly remaining: number
+  cancel(): void
+}
+
+export interface ObjectStore {
+  /** A copy of the stored object, or undefined. `apiPath` is the collection's cluster-wide path, e.g. `/api/v1/secrets`. */
+  get(apiPath: string, namespace: string | undefined, name: string): StoredObject | undefined
+  /** Backdoor create-or-replace (no concurrency checks, status kept): like a controller writing. Emits a watch event. */
+  put(apiPath: string, object: StoredObject): StoredObject
+  /** Read-modify-write through the backdoor, e.g. to let "VolSync" fill in a status. */
+  update(apiPath: string, namespace: string | undefined, name: string, mutate: (obj: StoredObject) => void): StoredObject
+  /** Backdoor removal, ignoring finalizers. Emits DELETED. */
+  delete(apiPath: string, namespace: string | undefined, name: string): boolean
+  list(apiPath: string, namespace?: string): StoredObject[]
+  /** Forget the watch history: watches from an older resourceVersion get ERROR 410 Expired. */
+  compact(): void
+  /** The current (latest) global resourceVersion. */
+  readonly resourceVersion: number
+}
+
+export interface FakeApiServerOptions {
+  /** Bearer token the server accepts (default `fake-token`). */
+  token?: string
+  /** Port to listen on (default: any free port). */
+  port?: number
+  /** Called on every stored write of a resource (keyed by apiPath), like apiserver defaulting. */
+  defaulters?: Record<string, (obj: StoredObject) => void>
+}
+
+export interface FakeApiServer {
+  url: string
+  kubeConfig: KubeConfig
+  token: string
+  requests: RecordedRequest[]
+  objects: ObjectStore
+  fail(matcher: FaultMatcher, action: FaultAction | number): Fault
+  /** Requests matching method (and path glob/RegExp), ignoring watches unless asked. */
+  requestsMatching(method: string, path?: string | RegExp): RecordedRequest[]
+  close(): Promise<void>
+}
+
+/** The collection path of a resource: `apiPathFor('v1','secrets')` → `/api/v1/secrets`. */
+export function apiPathFor(apiVersion: string, resource: string): string {
+  return apiVersion.includes('/') ? `/apis/${apiVersion}/${resource}` : `/api/${apiVersion}/${resource}`
+}
+
+// ---------------------------------------------------------------------------------------------
+// Status bodies
+
+const REASONS: Record<number, string> = {
+  400: 'BadRequest',
+  401: 'Unauthorized',
+  403: 'Forbidden',
+  404: 'NotFound',
+  405: 'MethodNotAllowed',
+  409: 'Conflict',
+  410: 'Expired',
+  415: 'UnsupportedMediaType',
+  422: 'Invalid',
+  429: 'TooManyRequests',
+  500: 'InternalError',
+  503: 'ServiceUnavailable',
+  504: 'Timeout',
+}
+
+interface Status {
+  kind: 'Status'
+  apiVersion: 'v1'
+  metadata: Record<string, never>
+  status: 'Failure' | 'Success'
+  message?: string
+  reason?: string
+  details?: { name?: string; group?: string; kind?: string; uid?: string }
+  code: number
+}
+
+class HttpError extends Error {
+  constructor(
+    readonly code: number,
+    message: string,
+    readonly reason = REASONS[code] ?? 'Unknown',
+    readonly details?: Status['details'],
+  ) {
+    super(message)
+  }
+  toStatus(): Status {
+    const s: Status = { kind: 'Status', apiVersion: 'v1', metadata: {}, status: 'Failure', message: this.message, reason: this.reason, code: this.code }
+    if (this.details) s.details = this.details
+    return s
+  }
+}
+
+// ---------------------------------------------------------------------------------------------
+// Paths
+
+interface Route {
+  group: string
+  version: string
+  resource: string
+  namespace?: string
+  name?: string
+  subresource?: string
+  /** Collection path, cluster-wide: the store key. */
+  apiPath: string
+}
+
+function parseRoute(pathname: string): Route | undefined {
+  const segs = pathname.split('/').filter(Boolean).map(decodeURIComponent)
+  let group: string
+  let version: string
+  let rest: string[]
+  if (segs[0] === 'api' && segs[1] === 'v1') {
+    group = ''
+    version = 'v1'
+    rest = segs.slice(2)
+  } else if (segs[0] === 'apis' && segs.length >= 4) {
+    group = segs[1]!
+    version = segs[2]!
+    rest = segs.slice(3)
+  } else {
+    return undefined
+  }
+  let namespace: string | undefined
+  // `namespaces/{ns}/{resource}` is namespaced unless it is the Namespace object's own subresource.
+  if (rest[0] === 'namespaces' && rest.length >= 3 && rest[2] !== 'status' && rest[2] !== 'finalize') {
+    namespace = rest[1]
+    rest = rest.slice(2)
+  }
+  if (rest.length < 1 || rest.length > 3) return undefined
+  const [resource, name, subresource] = rest as [string, string?, string?]
+  const apiPath = group ? `/apis/${group}/${version}/${resource}` : `/api/v1/${resource}`
+  return { group, version, resource, namespace, name, subresource, apiPath }
+}
+
+function normalizeApiPath(apiPath: string): string {
+  const p = '/' + apiPath.replace(/^\/+|\/+$/g, '')
+  const r = parseRoute(p)
+  if (!r || r.name || r.namespace) throw new Error(`not a collection path: ${apiPath} (want e.g. /api/v1/secrets)`)
+  return r.apiPath
+}
+
+function qualified(r: { group: string; resource: string }): string {
+  return r.group ? `${r.resource}.${r.group}` : r.resource
+}
+
+/** Built-in API groups are un-dotted or end in .k8s.io; their list items carry no kind/apiVersion. */
+function isBuiltinGroup(group: string): boolean {
+  return group === '' || !group.includes('.') || group.endsWith('.k8s.io')
+}
+
+const CORE_KINDS: Record<string, string> = {
+  secrets: 'Secret',
+  configmaps: 'ConfigMap',
+  persistentvolumeclaims: 'PersistentVolumeClaim',
+  persistentvolumes: 'PersistentVolume',
+  pods: 'Pod',
+  events: 'Event',
+  namespaces: 'Namespace',
+  services: 'Service',
+  serviceaccounts: 'ServiceAccount',
+  nodes: 'Node',
+  jobs: 'Job',
+  leases: 'Lease',
+  storageclasses: 'StorageClass',
+  volumesnapshots: 'VolumeSnapshot',
+  replicationsources: 'ReplicationSource',
+  replicationdestinations: 'ReplicationDestination',
+}
+
+function verbOf(method: string, r: Route, query: Record<string, string>): string {
+  switch (method) {
+    case 'GET':
+      return r.name ? 'get' : query.watch === 'true' || query.watch === '1' ? 'watch' : 'list'
+    case 'POST':
+      return 'create'
+    case 'PUT':
+      return 'update'
+    case 'PATCH':
+      return 'patch'
+    case 'DELETE':
+      return r.name ? 'delete' : 'deletecollection'
+    default:
+      return method.toLowerCase()
+  }
+}
+
+// ---------------------------------------------------------------------------------------------
+// Selectors
+
+type Requirement = (labels: Record<string, string>) => boolean
+
+function parseLabelSelector(selector: string | undefined): Requirement {
+  if (!selector) return () => true
+  const terms: string[] = []
+  let depth = 0
+  let cur = ''
+  for (const ch of selector) {
+    if (ch === '(') depth++
+    if (ch === ')') depth--
+    if (ch === ',' && depth === 0) {
+      terms.push(cur)
+      cur = ''
+    } else cur += ch
+  }
+  terms.push(cur)
+  const reqs: Requirement[] = terms.map((raw) => {
+    const term = raw.trim()
+    let m: RegExpMatchArray | null
+    if ((m = term.match(/^(\S+)\s+(in|notin)\s+\(([^)]*)\)$/))) {
+      const [, key, op, list] = m as unknown as [string, string, string, string]
+      const values = list.split(',').map((v) => v.trim())
+      return op === 'in' ? (l) => key in l && values.includes(l[key]!) : (l) => !(key in l) || !values.includes(l[key]!)
+    }
+    if ((m = term.match(/^([^!=\s]+)\s*(==|=|!=)\s*(\S*)$/))) {
+      const [, key, op, value] = m as unknown as [string, string, string, string]
+      return op === '!=' ? (l) => l[key] !== value : (l) => l[key] === value
+    }
+    if ((m = term.match(/^!\s*(\S+)$/))) {
+      const key = m[1]!
+      return (l) => !(key in l)
+    }
+    if (/^\S+$/.test(term)) return (l) => term in l
+    throw new HttpError(400, `unable to parse requirement: invalid label selector term ${JSON.stringify(term)}`)
+  })
+  return (labels) => reqs.every((r) => r(labels))
+}
+
+function parseFieldSelector(selector: string | undefined): (obj: StoredObject) => boolean {
+  if (!selector) return () => true
+  const reqs = selector.split(',').map((raw) => {
+    const m = raw.trim().match(/^([^!=]+)(==|=|!=)(.*)$/)
+    if (!m) throw new HttpError(400, `invalid field selector: ${JSON.stringify(raw)}`)
+    const [, field, op, value] = m as unknown as [string, string, string, string]
+    return (obj: StoredObject) => {
+      let v: unknown = obj
+      for (const part of field.split('.')) v = v && typeof v === 'object' ? (v as Record<string, unknown>)[part] : undefined
+      const s = v === undefined || v === null ? '' : String(v)
+      return op === '!=' ? s !== value : s === value
+    }
+  })
+  return (obj) => reqs.every((r) => r(obj))
+}
+
+// ---------------------------------------------------------------------------------------------
+// Object helpers
+
+const clone = <T>(v: T): T => structuredClone(v)
+
+function isPlainObject(v: unknown): v is Record<string, unknown> {
+  return typeof v === 'object' && v !== null && !Array.isArray(v)
+}
+
+/** RFC 7386 JSON merge patch. */
+function mergePatch(target: unknown, patch: unknown): unknown {
+  if (!isPlainObject(patch)) return clone(patch)
+  const out: Record<string, unknown> = isPlainObject(target) ? { ...target } : {}
+  for (const [k, v] of Object.entries(patch)) {
+    if (v === null) delete out[k]
+    else out[k] = mergePatch(out[k], v)
+  }
+  return out
+}
+
+function now(): string {
+  // metav1.Time has second precision.
+  return new Date().toISOString().replace(/\.\d{3}Z$/, 'Z')
+}
+
+const BASE64 = /^(?:[A-Za-z0-9+/]{4})*(?:[A-Za-z0-9+/]{2}==|[A-Za-z0-9+/]{3}=)?$/
+const SECRET_KEY = /^[-._a-zA-Z0-9]+$/
+
+/** What the apiserver does to a Secret on every write: stringData folded into data, type defaulted. */
+function normalizeSecret(obj: StoredObject): void {
+  const data: Record<string, string> = {}
+  if (obj.data !== undefined && obj.data !== null) {
+    if (!isPlainObject(obj.data)) throw new HttpError(400, 'Secret in version "v1" cannot be handled as a Secret: data must be an object')
+    for (const [k, v] of Object.entries(obj.data)) {
+      if (typeof v !== 'string' || !BASE64.test(v)) throw new HttpError(400, `Secret in version "v1" cannot be handled as a Secret: illegal base64 data in data[${k}]`)
+      data[k] = v
+    }
+  }
+  if (obj.stringData !== undefined && obj.stringData !== null) {
+    if (!isPlainObject(obj.stringData)) throw new HttpError(400, 'Secret in version "v1" cannot be handled as a Secret: stringData must be an object')
+    for (const [k, v] of Object.entries(obj.stringData)) data[k] = Buffer.from(String(v), 'utf8').toString('base64')
+  }
+  delete obj.stringData
+  const bad = Object.keys(data).filter((k) => !SECRET_KEY.test(k))
+  if (bad.length) {
+    throw new HttpError(422, `Secret "${obj.metadata.name}" is invalid: data[${bad[0]}]: Invalid value: "${bad[0]}": a valid config key must consist of alphanumeric characters, '-', '_' or '.'`, 'Invalid', { name: obj.metadata.name, kind: 'Secret' })
+  }
+  if (Object.keys(data).length) obj.data = data
+  else delete obj.data
+  if (!obj.type) obj.type = 'Opaque'
+}
+
+// ---------------------------------------------------------------------------------------------
+// Server
+
+interface HistoryEvent {
+  rv: number
+  apiPath: string
+  type: 'ADDED' | 'MODIFIED' | 'DELETED'
+  object: StoredObject
+  /** For MODIFIED: the object before, so selector watches can see objects enter/leave the selection. */
+  old?: StoredObject
+}
+
+interface Watcher {
+  apiPath: string
+  namespace?: string
+  labels: Requirement
+  fields: (o: StoredObject) => boolean
+  res: http.ServerResponse
+}
+
+interface ActiveFault {
+  matcher: FaultMatcher
+  action: FaultAction
+  remaining: number
+  hits: number
+}
+
+export async function startFakeApiServer(opts: FakeApiServerOptions = {}): Promise<FakeApiServer> {
+  const token = opts.token ?? 'fake-token'
+  const store = new Map<string, Map<string, StoredObject>>()
+  const kinds = new Map<string, string>()
+  const history: HistoryEvent[] = []
+  /** Watches starting at or after this resourceVersion can be served from the history. */
+  let compactedAt = 0
+  let rv = 0
+  const watchers = new Set<Watcher>()
+  const faults: ActiveFault[] = []
+  const requests: RecordedRequest[] = []
+  const pendingTimers = new Set<NodeJS.Timeout>()
+  let closing = false
+
+  const keyOf = (ns: string | undefined, name: string) => `${ns ?? ''}/${name}`
+  const bucket = (apiPath: string) => {
+    let b = store.get(apiPath)
+    if (!b) store.set(apiPath, (b = new Map()))
+    return b
+  }
+
+  const kindFor = (r: Route): string | undefined => kinds.get(r.apiPath) ?? CORE_KINDS[r.resource]
+
+  // -- watch plumbing ------------------------------------------------------------------------
+
+  function matches(w: Watcher, obj: StoredObject): boolean {
+    if (w.namespace !== undefined && (obj.metadata.namespace ?? '') !== w.namespace) return false
+    return w.labels(obj.metadata.labels ?? {}) && w.fields(obj)
+  }
+
+  /** The event a given watcher sees for a change (selector transitions become ADDED/DELETED). */
+  function eventFor(w: Watcher, ev: HistoryEvent): { type: string; object: StoredObject } | undefined {
+    if (w.apiPath !== ev.apiPath) return undefined
+    const now = matches(w, ev.object)
+    if (ev.type === 'MODIFIED' && ev.old) {
+      const before = matches(w, ev.old)
+      if (before && now) return { type: 'MODIFIED', object: ev.object }
+      if (!before && now) return { type: 'ADDED', object: ev.object }
+      if (before && !now) return { type: 'DELETED', object: ev.object }
+      return undefined
+    }
+    return now ? { type: ev.type, object: ev.object } : undefined
+  }
+
+  function send(w: Watcher, e: { type: string; object: unknown }): void {
+    if (!w.res.writableEnded && !w.res.destroyed) w.res.write(JSON.stringify(e) + '\n')
+  }
+
+  function emit(apiPath: string, type: HistoryEvent['type'], object: StoredObject, old?: StoredObject): void {
+    const ev: HistoryEvent = { rv: Number(object.metadata.resourceVersion), apiPath, type, object: clone(object), old: old && clone(old) }
+    history.push(ev)
+    for (const w of watchers) {
+      const e = eventFor(w, ev)
+      if (e) send(w, e)
+    }
+  }
+
+  // -- storage primitives (shared by the REST handlers and the test backdoor) ----------------
+
+  function complete(apiPath: string, obj: StoredObject): void {
+    const r = parseRoute(apiPath)!
+    obj.apiVersion ??= r.group ? `${r.group}/${r.version}` : 'v1'
+    if (!obj.kind) {
+      const k = kindFor(r)
+      if (k) obj.kind = k
+    }
+    if (obj.kind) kinds.set(apiPath, obj.kind)
+    if (apiPath === '/api/v1/secrets') normalizeSecret(obj)
+    opts.defaulters?.[apiPath]?.(obj)
+  }
+
+  function storeWrite(apiPath: string, obj: StoredObject, old: StoredObject | undefined): StoredObject {
+    obj.metadata.resourceVersion = String(++rv)
+    // A write that removes the last finalizer of an object marked for deletion completes the deletion.
+    if (old && obj.metadata.deletionTimestamp && !(obj.metadata.finalizers?.length)) {
+      bucket(apiPath).delete(keyOf(obj.metadata.namespace, obj.metadata.name))
+      emit(apiPath, 'DELETED', obj)
+      return clone(obj)
+    }
+    bucket(apiPath).set(keyOf(obj.metadata.namespace, obj.metadata.name), clone(obj))
+    emit(apiPath, old ? 'MODIFIED' : 'ADDED', obj, old)
+    return clone(obj)
+  }
+
+  const objects: ObjectStore = {
+    get(apiPath, namespace, name) {
+      const o = store.get(normalizeApiPath(apiPath))?.get(keyOf(namespace, name))
+      return o && clone(o)
+    },
+    put(apiPath, object) {
+      const p = normalizeApiPath(apiPath)
+      const obj = clone(object)
+      const old = store.get(p)?.get(keyOf(obj.metadata.namespace, obj.metadata.name))
+      complete(p, obj)
+      obj.metadata.uid ??= old?.metadata.uid ?? randomUUID()
+      obj.metadata.creationTimestamp ??= old?.metadata.creationTimestamp ?? now()
+      if (obj.spec !== undefined) obj.metadata.generation ??= old?.metadata.generation ?? 1
+      return storeWrite(p, obj, old && clone(old))
+    },
+    update(apiPath, namespace, name, mutate) {
+      const cur = objects.get(apiPath, namespace, name)
+      if (!cur) throw new Error(`fake apiserver: no ${apiPath} ${namespace ?? ''}/${name}`)
+      mutate(cur)
+      return objects.put(apiPath, cur)
+    },
+    delete(apiPath, namespace, name) {
+      const p = normalizeApiPath(apiPath)
+      const old = store.get(p)?.get(keyOf(namespace, name))
+      if (!old) return false
+      store.get(p)!.delete(keyOf(namespace, name))
+      const gone = clone(old)
+      gone.metadata.resourceVersion = String(++rv)
+      emit(p, 'DELETED', gone)
+      return true
+    },
+    list(apiPath, namespace) {
+      const all = [...(store.get(normalizeApiPath(apiPath))?.values() ?? [])]
+      return all.filter((o) => namespace === undefined || (o.metadata.namespace ?? '') === namespace).map(clone)
+    },
+    compact() {
+      history.length = 0
+      compactedAt = rv
+    },
+    get resourceVersion() {
+      return rv
+    },
+  }
+
+  // -- REST handlers -------------------------------------------------------------------------
+
+  interface Ctx {
+    method: string
+    route: Route
+    query: Record<string, string>
+    body: unknown
+    contentType: string
+    manager: string
+    dryRun: boolean
+    res: http.ServerResponse
+  }
+
+  const notFound = (r: Route, name: string) =>
+    new HttpError(404, `${qualified(r)} "${name}" not found`, 'NotFound', { name, ...(r.group ? { group: r.group } : {}), kind: r.resource })
+
+  const conflict = (r: Route, name: string, why: string) =>
+    new HttpError(409, `Operation cannot be fulfilled on ${qualified(r)} "${name}": ${why}`, 'Conflict', { name, ...(r.group ? { group: r.group } : {}), kind: r.resource })
+
+  const staleRv = 'the object has been modified; please apply your changes to the latest version and try again'
+
+  function current(r: Route, name: string): StoredObject | undefined {
+    const o = store.get(r.apiPath)?.get(keyOf(r.namespace, name))
+    return o && clone(o)
+  }
+
+  function bodyObject(ctx: Ctx): StoredObject {
+    if (!isPlainObject(ctx.body)) throw new HttpError(400, 'the request body must be a JSON object')
+    const obj = clone(ctx.body) as StoredObject
+    if (!isPlainObject(obj.metadata)) obj.metadata = {} as StoredObject['metadata']
+    const r = ctx.route
+    const ns = obj.metadata.namespace
+    if (r.namespace !== undefined) {
+      if (ns !== undefined && ns !== '' && ns !== r.namespace) {
+        throw new HttpError(400, 'the namespace of the provided object does not match the namespace sent on the request')
+      }
+      obj.metadata.namespace = r.namespace
+    }
+    const expected = r.group ? `${r.group}/${r.version}` : 'v1'
+    if (obj.apiVersion !== undefined && obj.apiVersion !== expected) {
+      throw new HttpError(400, `the API version in the data (${obj.apiVersion}) does not match the expected API version (${expected})`)
+    }
+    if (!isBuiltinGroup(r.group) && !obj.kind) throw new HttpError(400, "Object 'Kind' is missing in the request body")
+    return obj
+  }
+
+  function setManaged(obj: StoredObject, ctx: Ctx, operation: 'Update' | 'Apply'): void {
+    const entries = (Array.isArray(obj.metadata.managedFields) ? obj.metadata.managedFields : []) as Array<Record<string, unknown>>
+    const sub = ctx.route.subresource
+    const kept = entries.filter((e) => !(e.manager === ctx.manager && e.operation === operation && e.subresource === sub))
+    const entry: Record<string, unknown> = { manager: ctx.manager, operation, apiVersion: obj.apiVersion, time: now(), fieldsType: 'FieldsV1' }
+    if (sub) entry.subresource = sub
+    obj.metadata.managedFields = [...kept, entry]
+  }
+
+  /** Write path shared by PUT/PATCH/apply on an existing object: concurrency, immutable fields, status, generation. */
+  function replaceExisting(ctx: Ctx, old: StoredObject, next: StoredObject, operation: 'Update' | 'Apply', status = 200): void {
+    const r = ctx.route
+    const name = old.metadata.name
+    const wantRv = next.metadata.resourceVersion
+    if (wantRv !== undefined && wantRv !== '' && wantRv !== old.metadata.resourceVersion) throw conflict(r, name, staleRv)
+    if (next.metadata.uid !== undefined && next.metadata.uid !== old.metadata.uid) {
+      throw conflict(r, name, `Precondition failed: UID in precondition: ${String(next.metadata.uid)}, UID in object meta: ${old.metadata.uid}`)
+    }
+    if (next.metadata.name !== name) {
+      throw new HttpError(400, `the name of the object (${String(next.metadata.name)}) does not match the name on the URL (${name})`)
+    }
+    let obj: StoredObject
+    if (r.subresource === 'status') {
+      // The status subresource changes status only.
+      obj = clone(old)
+      if (next.status === undefined) delete obj.status
+      else obj.status = next.status
+    } else {
+      obj = next
+      // A request that omits managedFields leaves them as they were.
+      obj.metadata.managedFields ??= old.metadata.managedFields
+      // The main resource ignores status changes (status subresource) and keeps server-owned metadata.
+      if (old.status === undefined) delete obj.status
+      else obj.status = clone(old.status)
+    }
+    for (const k of ['uid', 'creationTimestamp', 'deletionTimestamp', 'namespace', 'generation'] as const) {
+      if (old.metadata[k] === undefined) delete obj.metadata[k]
+      else (obj.metadata as Record<string, unknown>)[k] = old.metadata[k]
+    }
+    complete(r.apiPath, obj)
+    if (old.metadata.generation !== undefined && JSON.stringify(obj.spec) !== JSON.stringify(old.spec)) {
+      obj.metadata.generation = old.metadata.generation + 1
+    }
+    setManaged(obj, ctx, operation)
+    if (ctx.dryRun) {
+      obj.metadata.resourceVersion = old.metadata.resourceVersion
+      return reply(ctx.res, status, obj)
+    }
+    reply(ctx.res, status, storeWrite(r.apiPath, obj, old))
+  }
+
+  function create(ctx: Ctx, obj: StoredObject, operation: 'Update' | 'Apply'): void {
+    const r = ctx.route
+    if (obj.metadata.resourceVersion) throw new HttpError(400, 'resourceVersion should not be set on objects to be created')
+    if (!obj.metadata.name && typeof obj.metadata.generateName === 'string' && obj.metadata.generateName) {
+      obj.metadata.name = obj.metadata.generateName + Math.random().toString(36).slice(2, 7)
+    }
+    if (!obj.metadata.name) {
+      throw new HttpError(422, `${obj.kind ?? r.resource} "" is invalid: metadata.name: Required value: name or generateName is required`, 'Invalid', { kind: r.resource })
+    }
+    if (r.namespace === undefined && obj.metadata.namespace) delete obj.metadata.namespace
+    const name = obj.metadata.name
+    if (current(r, name)) {
+      throw new HttpError(409, `${qualified(r)} "${name}" already exists`, 'AlreadyExists', { name, ...(r.group ? { group: r.group } : {}), kind: r.resource })
+    }
+    // Server-owned fields: whatever the client sent is replaced; status is dropped (status subresource).
+    delete obj.status
+    delete obj.metadata.deletionTimestamp
+    obj.metadata.uid = randomUUID()
+    obj.metadata.creationTimestamp = now()
+    if (obj.spec !== undefined) obj.metadata.generation = 1
+    else delete obj.metadata.generation
+    delete obj.metadata.managedFields
+    complete(r.apiPath, obj)
+    setManaged(obj, ctx, operation)
+    if (ctx.dryRun) return reply(ctx.res, 201, obj)
+    reply(ctx.res, 201, storeWrite(r.apiPath, obj, undefined))
+  }
+
+  function handleList(ctx: Ctx): void {
+    const r = ctx.route
+    const labels = parseLabelSelector(ctx.query.labelSelector)
+    const fields = parseFieldSelector(ctx.query.fieldSelector)
+    const strip = isBuiltinGroup(r.group)
+    const items = objects
+      .list(r.apiPath, r.namespace)
+      .filter((o) => labels(o.metadata.labels ?? {}) && fields(o))
+      .sort((a, b) => keyOf(a.metadata.namespace, a.metadata.name).localeCompare(keyOf(b.metadata.namespace, b.metadata.name)))
+      .map((o) => {
+        if (strip) {
+          delete o.kind
+          delete o.apiVersion
+        }
+        return o
+      })
+    const kind = kindFor(r)
+    reply(ctx.res, 200, {
+      kind: kind ? `${kind}List` : 'List',
+      apiVersion: r.group ? `${r.group}/${r.version}` : 'v1',
+      metadata: { resourceVersion: String(rv) },
+      items,
+    })
+  }
+
+  function handleWatch(ctx: Ctx, req: http.IncomingMessage): void {
+    const r = ctx.route
+    const w: Watcher = {
+      apiPath: r.apiPath,
+      namespace: r.namespace,
+      labels: parseLabelSelector(ctx.query.labelSelector),
+      fields: parseFieldSelector(ctx.query.fieldSelector),
+      res: ctx.res,
+    }
+    ctx.res.writeHead(200, { 'Content-Type': 'application/json', 'Transfer-Encoding': 'chunked', 'Cache-Control': 'no-cache, private' })
+    ctx.res.flushHeaders()
+    const from = ctx.query.resourceVersion
+    if (from === undefined || from === '' || from === '0') {
+      // "Start at most recent": a synthetic ADDED for every current object, then live changes.
+      for (const o of objects.list(r.apiPath, r.namespace)) if (matches(w, o)) send(w, { type: 'ADDED', object: o })
+    } else {
+      const n = Number(from)
+      if (!Number.isInteger(n) || n < 0) {
+        ctx.res.end(JSON.stringify({ type: 'ERROR', object: new HttpError(400, `invalid resource version: ${from}`).toStatus() }) + '\n')
+        return
+      }
+      if (n < compactedAt) {
+        const expired = new HttpError(410, `too old resource version: ${n} (${compactedAt})`, 'Expired').toStatus()
+        ctx.res.end(JSON.stringify({ type: 'ERROR', object: expired }) + '\n')
+        return
+      }
+      for (const ev of history) {
+        if (ev.rv <= n) continue
+        const e = eventFor(w, ev)
+        if (e) send(w, e)
+      }
+    }
+    watchers.add(w)
+    const stop = () => {
+      watchers.delete(w)
+      if (!ctx.res.writableEnded) ctx.res.end()
+    }
+    req.on('close', () => watchers.delete(w))
+    const timeoutSeconds = Number(ctx.query.timeoutSeconds)
+    if (timeoutSeconds > 0) {
+      const t = setTimeout(stop, timeoutSeconds * 1000)
+      pendingTimers.add(t)
+      ctx.res.on('close', () => {
+        clearTimeout(t)
+        pendingTimers.delete(t)
+      })
+    }
+  }
+
+  function handleDelete(ctx: Ctx): void {
+    const r = ctx.route
+    const name = r.name!
+    const old = current(r, name)
+    if (!old) throw notFound(r, name)
+    const options = isPlainObject(ctx.body) ? ctx.body : {}
+    const pre = isPlainObject(options.preconditions) ? options.preconditions : {}
+    if (pre.uid !== undefined && pre.uid !== null && pre.uid !== old.metadata.uid) {
+      throw conflict(r, name, `Precondition failed: UID in precondition: ${String(pre.uid)}, UID in object meta: ${old.metadata.uid}`)
+    }
+    if (pre.resourceVersion !== undefined && pre.resourceVersion !== null && pre.resourceVersion !== old.metadata.resourceVersion) {
+      throw conflict(r, name, `Precondition failed: ResourceVersion in precondition: ${String(pre.resourceVersion)}, ResourceVersion in object meta: ${old.metadata.resourceVersion}`)
+    }
+    const dryRun = ctx.dryRun || (Array.isArray(options.dryRun) && options.dryRun.includes('All'))
+    if (old.metadata.finalizers?.length) {
+      // Graceful: only marked for deletion; the object goes away when its finalizers are removed.
+      const marked = clone(old)
+      if (!marked.metadata.deletionTimestamp) {
+        marked.metadata.deletionTimestamp = now()
+        marked.metadata.deletionGracePeriodSeconds = 0
+        if (dryRun) return reply(ctx.res, 200, marked)
+        return reply(ctx.res, 200, storeWrite(r.apiPath, marked, old))
+      }
+      return reply(ctx.res, 200, marked)
+    }
+    if (!dryRun) {
+      bucket(r.apiPath).delete(keyOf(r.namespace, name))
+      const gone = clone(old)
+      gone.metadata.resourceVersion = String(++rv)
+      emit(r.apiPath, 'DELETED', gone)
+    }
+    // Custom resources answer with the deleted object, built-in registries with a Success Status.
+    if (!isBuiltinGroup(r.group)) return reply(ctx.res, 200, old)
+    reply(ctx.res, 200, {
+      kind: 'Status',
+      apiVersion: 'v1',
+      metadata: {},
+      status: 'Success',
+      details: { name, ...(r.group ? { group: r.group } : {}), kind: r.resource, uid: old.metadata.uid },
+    })
+  }
+
+  function handlePatch(ctx: Ctx): void {
+    const r = ctx.route
+    const name = r.name!
+    const old = current(r, name)
+    const ct = ctx.contentType
+    if (ct === 'application/apply-patch+yaml') {
+      if (!ctx.query.fieldManager) throw new HttpError(400, 'PATCH, application/apply-patch+yaml requires fieldManager to be set')
+      const applied = bodyObject(ctx)
+      if (!applied.apiVersion || !applied.kind) throw new HttpError(400, 'apiVersion and kind must be set in an apply configuration')
+      if (applied.metadata.name !== undefined && applied.metadata.name !== name) {
+        throw new HttpError(400, `the name of the object (${String(applied.metadata.name)}) does not match the name on the URL (${name})`)
+      }
+      applied.metadata.name = name
+      if (!old) {
+        if (r.subresource) throw notFound(r, name)
+        return create(ctx, applied, 'Apply')
+      }
+      const next = mergePatch(old, applied) as StoredObject
+      if (!applied.metadata.resourceVersion) next.metadata.resourceVersion = old.metadata.resourceVersion
+      return replaceExisting(ctx, old, next, 'Apply')
+    }
+    if (!old) throw notFound(r, name)
+    let next: StoredObject
+    if (ct === 'application/merge-patch+json' || ct === 'application/strategic-merge-patch+json') {
+      if (!isPlainObject(ctx.body)) throw new HttpError(400, 'a merge patch must be a JSON object')
+      next = mergePatch(old, ctx.body) as StoredObject
+      // A resourceVersion inside the patch is an optimistic-concurrency precondition; otherwise none.
+      const patchMeta = (ctx.body as { metadata?: { resourceVersion?: string } }).metadata
+      if (!patchMeta?.resourceVersion) next.metadata.resourceVersion = old.metadata.resourceVersion
+    } else if (ct === 'application/json-patch+json') {
+      if (!Array.isArray(ctx.body)) throw new HttpError(400, 'a JSON patch must be an array of operations')
+      try {
+        next = jsonpatch.applyPatch(clone(old), ctx.body as Operation[], true, false).newDocument
+      } catch (e) {
+        throw new HttpError(422, `the server rejected our request due to an error in our request: ${(e as Error).message}`)
+      }
+    } else {
+      throw new HttpError(415, `the body of the request was in an unknown format - accepted media types include: application/json-patch+json, application/merge-patch+json, application/apply-patch+yaml`)
+    }
+    replaceExisting(ctx, old, next, 'Update')
+  }
+
+  function route(ctx: Ctx, req: http.IncomingMessage): void {
+    const r = ctx.route
+    if (r.subresource && r.subresource !== 'status') throw new HttpError(404, 'the server could not find the requested resource')
+    switch (ctx.method) {
+      case 'GET': {
+        if (!r.name) {
+          if (ctx.query.watch === 'true' || ctx.query.watch === '1') return handleWatch(ctx, req)
+          return handleList(ctx)
+        }
+        const o = current(r, r.name)
+        if (!o) throw notFound(r, r.name)
+        return reply(ctx.res, 200, o)
+      }
+      case 'POST':
+        if (r.name) throw new HttpError(405, 'the server does not allow this method on the requested resource')
+        return create(ctx, bodyObject(ctx), 'Update')
+      case 'PUT': {
+        if (!r.name) throw new HttpError(405, 'the server does not allow this method on the requested resource')
+        const obj = bodyObject(ctx)
+        const old = current(r, r.name)
+        if (!old) throw notFound(r, r.name)
+        return replaceExisting(ctx, old, obj, 'Update')
+      }
+      case 'PATCH':
+        if (!r.name) throw new HttpError(405, 'the server does not allow this method on the requested resource')
+        return handlePatch(ctx)
+      case 'DELETE':
+        if (!r.name || r.subresource) throw new HttpError(405, 'the server does not allow this method on the requested resource')
+        return handleDelete(ctx)
+      default:
+        throw new HttpError(405, 'the server does not allow this method on the requested resource')
+    }
+  }
+
+  function reply(res: http.ServerResponse, code: number, body: unknown): void {
+    if (res.headersSent || res.destroyed) return
+    const text = JSON.stringify(body)
+    res.writeHead(code, { 'Content-Type': 'application/json', 'Content-Length': Buffer.byteLength(text) })
+    res.end(text)
+  }
+
+  function discovery(pathname: string): unknown | undefined {
+    if (pathname === '/version') {
+      return { major: '1', minor: '31', gitVersion: 'v1.31.0-fake', platform: 'linux/amd64' }
+    }
+    if (pathname === '/api') return { kind: 'APIVersions', versions: ['v1'], serverAddressByClientCIDRs: [{ clientCIDR: '0.0.0.0/0', serverAddress: '127.0.0.1' }] }
+    if (pathname === '/apis') {
+      const groups = new Map<string, Set<string>>()
+      for (const p of store.keys()) {
+        const r = parseRoute(p)
+        if (r?.group) (groups.get(r.group) ?? groups.set(r.group, new Set()).get(r.group)!).add(r.version)
+      }
+      return {
+        kind: 'APIGroupList',
+        apiVersion: 'v1',
+        groups: [...groups].map(([name, versions]) => ({
+          name,
+          versions: [...versions].map((version) => ({ groupVersion: `${name}/${version}`, version })),
+          preferredVersion: { groupVersion: `${name}/${[...versions][0]}`, version: [...versions][0] },
+        })),
+      }
+    }
+    return undefined
+  }
+
+  // -- faults --------------------------------------------------------------------------------
+
+  function pathMatches(pattern: string | RegExp | undefined, path: string): boolean {
+    if (pattern === undefined) return true
+    if (pattern instanceof RegExp) return pattern.test(path)
+    if (!pattern.includes('*')) return pattern === path
+    const re = new RegExp('^' + pattern.split('*').map((s) => s.replace(/[.+?^${}()|[\]\\]/g, '\\$&')).join('[^/]*') + '$')
+    return re.test(path)
+  }
+
+  function takeFault(method: string, path: string): ActiveFault | undefined {
+    const f = faults.find((f) => f.remaining > 0 && (!f.matcher.method || f.matcher.method.toUpperCase() === method) && pathMatches(f.matcher.path, path))
+    if (f) {
+      f.remaining--
+      f.hits++
+    }
+    return f
+  }
+
+  function sleep(ms: number): Promise<boolean> {
+    return new Promise((resolve) => {
+      const t = setTimeout(() => {
+        pendingTimers.delete(t)
+        resolve(!closing)
+      }, ms)
+      pendingTimers.add(t)
+    })
+  }
+
+  // -- the HTTP server -----------------------------------------------------------------------
+
+  async function readBody(req: http.IncomingMessage): Promise<string> {
+    const chunks: Buffer[] = []
+    for await (const c of req) chunks.push(c as Buffer)
+    return Buffer.concat(chunks).toString('utf8')
+  }
+
+  async function handle(req: http.IncomingMessage, res: http.ServerResponse): Promise<void> {
+    const url = new URL(req.url ?? '/', 'http://fake')
+    const method = (req.method ?? 'GET').toUpperCase()
+    const query = Object.fromEntries(url.searchParams)
+    const contentType = (req.headers['content-type'] ?? '').split(';')[0]!.trim().toLowerCase()
+    const text = await readBody(req)
+    let body: unknown
+    let parseError: string | undefined
+    if (text.length) {
+      try {
+        body = contentType === 'application/apply-patch+yaml' ? YAML.parse(text) : JSON.parse(text)
+      } catch (e) {
+        body = text
+        parseError = (e as Error).message
+      }
+    }
+    const recorded: RecordedRequest = { method, path: url.pathname, query, body }
+    if (contentType) recorded.contentType = contentType
+    requests.push(recorded)
+
+    const parsed = parseRoute(url.pathname)
+    const fail = (e: HttpError) => reply(res, e.code, e.toStatus())
+
+    if (req.headers.authorization !== `Bearer ${token}`) return fail(new HttpError(401, 'Unauthorized'))
+
+    const fault = takeFault(method, url.pathname)
+    if (fault) {
+      const a = fault.action
+      if ('reset' in a) return void req.socket.destroy()
+      if ('hang' in a) return
+      if ('delayMs' in a) {
+        if (!(await sleep(a.delayMs))) return
+      } else {
+        const verb = parsed ? verbOf(method, parsed, query) : method.toLowerCase()
+        let message = a.message
+        if (!message && a.status === 403 && parsed) {
+          const target = parsed.name ? `${qualified(parsed)} "${parsed.name}"` : qualified(parsed)
+          message = `${target} is forbidden: User "system:serviceaccount:smart-restore:smart-restore" cannot ${verb} resource "${parsed.resource}" in API group "${parsed.group}"${parsed.namespace ? ` in the namespace "${parsed.namespace}"` : ''}`
+        }
+        message ??= a.status >= 500 ? 'Internal error occurred: injected failure' : `injected ${a.status}`
+        const details = parsed ? { ...(parsed.name ? { name: parsed.name } : {}), ...(parsed.group ? { group: parsed.group } : {}), kind: parsed.resource } : undefined
+        return fail(new HttpError(a.status, message, a.reason ?? REASONS[a.status] ?? 'Unknown', details))
+      }
+    }
+
+    const disc = method === 'GET' ? discovery(url.pathname) : undefined
+    if (disc) return reply(res, 200, disc)
+    if (url.pathname === '/healthz' || url.pathname === '/readyz' || url.pathname === '/livez') {
+      res.writeHead(200, { 'Content-Type': 'text/plain' })
+      return void res.end('ok')
+    }
+    if (!parsed) return fail(new HttpError(404, 'the server could not find the requested resource'))
+    if (parseError !== undefined) return fail(new HttpError(400, `the request body could not be decoded: ${parseError}`))
+    if (query.dryRun !== undefined && query.dryRun !== 'All') {
+      return fail(new HttpError(400, `Invalid dry run value: ${JSON.stringify(query.dryRun)}: valid values are "All"`))
+    }
+    const ua = String(req.headers['user-agent'] ?? 'unknown')
+    const ctx: Ctx = {
+      method,
+      route: parsed,
+      query,
+      body,
+      contentType,
+      manager: query.fieldManager || ua.split('/')[0] || 'unknown',
+      dryRun: query.dryRun === 'All',
+      res,
+    }
+    try {
+      route(ctx, req)
+    } catch (e) {
+      if (e instanceof HttpError) return fail(e)
+      fail(new HttpError(500, `Internal error occurred: ${(e as Error).message}`))
+    }
+  }
+
+  const server = http.createServer((req, res) => {
+    handle(req, res).catch((e: unknown) => {
+      if (!res.headersSent && !res.destroyed) reply(res, 500, new HttpError(500, `Internal error occurred: ${(e as Error).message}`).toStatus())
+    })
+  })
+  await new Promise<void>((resolve, reject) => {
+    server.once('error', reject)
+    server.listen(opts.port ?? 0, '127.0.0.1', () => resolve())
+  })
+  const { port } = server.address() as AddressInfo
+  const url = `http://127.0.0.1:${port}`
+
+  const kubeConfig = new KubeConfig()
+  kubeConfig.loadFromOptions({
+    clusters: [{ name: 'fake', server: url, skipTLSVerify: true }],
+    users: [{ name: 'fake', token }],
+    contexts: [{ name: 'fake', cluster: 'fake', user: 'fake' }],
+    currentContext: 'fake',
+  })
+
+  return {
+    url,
+    kubeConfig,
+    token,
+    requests,
+    objects,
+    fail(matcher, action) {
+      const f: ActiveFault = { matcher, action: typeof action === 'number' ? { delayMs: action } : action, remaining: matcher.times ?? 1, hits: 0 }
+      faults.push(f)
+      return {
+        get hits() {
+          return f.hits
+        },
+        get remaining() {
+          return f.remaining
+        },
+        cancel() {
+          f.remaining = 0
+        },
+      }
+    },
+    requestsMatching(method, path) {
+      return requests.filter((q) => q.method === method.toUpperCase() && pathMatches(path, q.path) && q.query.watch === undefined)
+    },
+    async close() {
+      closing = true
+      for (const t of pendingTimers) clearTimeout(t)
+      pendingTimers.clear()
+      for (const w of watchers) w.res.end()
+      watchers.clear()
+      const closed = new Promise<void>((resolve) => server.close(() => resolve()))
+      server.closeAllConnections()
+      await closed
+    },
+  }
+}

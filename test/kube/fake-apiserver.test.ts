@@ -1,0 +1,331 @@
+/**
+ * The fake apiserver's own REST conventions, checked through the real client-node (typed APIs,
+ * CustomObjectsApi, Watch, ListWatch/makeInformer) and, where exact HTTP matters, raw fetch.
+ */
+import t from 'tap'
+import {
+  CoreV1Api,
+  CustomObjectsApi,
+  ListWatch,
+  PatchStrategy,
+  Watch,
+  makeInformer,
+  setHeaderOptions,
+  type KubernetesObject,
+  type V1ConfigMap,
+  type V1ConfigMapList,
+} from '@kubernetes/client-node'
+import { apiPathFor, startFakeApiServer, type FakeApiServer } from '../helpers/fake-apiserver.js'
+
+type Tap = { teardown(fn: () => unknown): void }
+
+async function setup(t: Tap): Promise<{ server: FakeApiServer; core: CoreV1Api; custom: CustomObjectsApi }> {
+  const server = await startFakeApiServer()
+  t.teardown(() => server.close())
+  return { server, core: server.kubeConfig.makeApiClient(CoreV1Api), custom: server.kubeConfig.makeApiClient(CustomObjectsApi) }
+}
+
+/** Raw HTTP, for exact status codes and bodies. */
+async function raw(server: FakeApiServer, method: string, path: string, body?: unknown, contentType = 'application/json'): Promise<{ status: number; body: any }> {
+  const res = await fetch(server.url + path, {
+    method,
+    headers: { Authorization: `Bearer ${server.token}`, 'Content-Type': contentType },
+    body: body === undefined ? undefined : typeof body === 'string' ? body : JSON.stringify(body),
+  })
+  const text = await res.text()
+  return { status: res.status, body: text ? JSON.parse(text) : undefined }
+}
+
+const CM = '/api/v1/namespaces/media/configmaps'
+
+/** Resolves when `predicate` holds, polling the event log. */
+async function until(predicate: () => boolean, what: string, ms = 3000): Promise<void> {
+  const end = Date.now() + ms
+  while (!predicate()) {
+    if (Date.now() > end) throw new Error(`timed out waiting for ${what}`)
+    await new Promise((r) => setTimeout(r, 10))
+  }
+}
+
+t.test('create, get, already exists, not found: codes and Status bodies', async (t) => {
+  const { server } = await setup(t)
+  const created = await raw(server, 'POST', CM, { metadata: { name: 'a', labels: { x: '1' } }, data: { k: 'v' } })
+  t.equal(created.status, 201)
+  t.match(created.body, { apiVersion: 'v1', kind: 'ConfigMap', metadata: { name: 'a', namespace: 'media', uid: /^[0-9a-f-]{36}$/, resourceVersion: '1', creationTimestamp: /^\d{4}-\d\d-\d\dT\d\d:\d\d:\d\dZ$/ } })
+
+  const again = await raw(server, 'POST', CM, { metadata: { name: 'a' } })
+  t.equal(again.status, 409)
+  t.strictSame(again.body, { kind: 'Status', apiVersion: 'v1', metadata: {}, status: 'Failure', message: 'configmaps "a" already exists', reason: 'AlreadyExists', code: 409, details: { name: 'a', kind: 'configmaps' } })
+
+  t.equal((await raw(server, 'GET', `${CM}/a`)).body.metadata.uid, created.body.metadata.uid)
+  const missing = await raw(server, 'GET', `${CM}/nope`)
+  t.equal(missing.status, 404)
+  t.match(missing.body, { kind: 'Status', status: 'Failure', reason: 'NotFound', code: 404, message: 'configmaps "nope" not found' })
+
+  const rd = await raw(server, 'GET', '/apis/volsync.backube/v1alpha1/namespaces/media/replicationdestinations/x')
+  t.equal(rd.body.message, 'replicationdestinations.volsync.backube "x" not found')
+  t.strictSame(rd.body.details, { name: 'x', group: 'volsync.backube', kind: 'replicationdestinations' })
+
+  t.equal((await raw(server, 'POST', CM, { metadata: {} })).status, 422, 'a name is required')
+  t.equal((await raw(server, 'POST', CM, { metadata: { name: 'b', namespace: 'other' } })).status, 400, 'namespace must match the URL')
+  t.equal((await raw(server, 'POST', CM, { metadata: { name: 'b', resourceVersion: '5' } })).status, 400)
+  t.equal((await raw(server, 'POST', '/apis/example.com/v1/namespaces/media/widgets', { metadata: { name: 'w' } })).status, 400, 'custom resources need a kind')
+  t.equal((await raw(server, 'GET', '/nonsense')).status, 404)
+  const unauth = await fetch(server.url + `${CM}/a`)
+  t.equal(unauth.status, 401)
+})
+
+t.test('resourceVersion is global and monotonic; PUT uses it for optimistic concurrency', async (t) => {
+  const { server, core } = await setup(t)
+  const a = await core.createNamespacedConfigMap({ namespace: 'media', body: { metadata: { name: 'a' }, data: { k: '1' } } })
+  const b = await core.createNamespacedConfigMap({ namespace: 'media', body: { metadata: { name: 'b' } } })
+  t.ok(Number(b.metadata!.resourceVersion) > Number(a.metadata!.resourceVersion))
+
+  const updated = await core.replaceNamespacedConfigMap({ namespace: 'media', name: 'a', body: { ...a, data: { k: '2' } } })
+  t.ok(Number(updated.metadata!.resourceVersion) > Number(b.metadata!.resourceVersion))
+  t.equal(updated.metadata!.uid, a.metadata!.uid)
+  t.equal(updated.metadata!.creationTimestamp!.getTime(), a.metadata!.creationTimestamp!.getTime())
+
+  // Replaying the old version loses.
+  const stale = await raw(server, 'PUT', `${CM}/a`, { metadata: { name: 'a', resourceVersion: a.metadata!.resourceVersion }, data: { k: '3' } })
+  t.equal(stale.status, 409)
+  t.match(stale.body, { reason: 'Conflict', message: 'Operation cannot be fulfilled on configmaps "a": the object has been modified; please apply your changes to the latest version and try again' })
+  t.strictSame(server.objects.get('/api/v1/configmaps', 'media', 'a')!.data, { k: '2' })
+
+  t.equal((await raw(server, 'PUT', `${CM}/missing`, { metadata: { name: 'missing' } })).status, 404)
+  t.equal((await raw(server, 'PUT', `${CM}/a`, { metadata: { name: 'other' } })).status, 400)
+})
+
+t.test('DELETE honours preconditions and finalizers', async (t) => {
+  const { server, core, custom } = await setup(t)
+  const a = await core.createNamespacedConfigMap({ namespace: 'media', body: { metadata: { name: 'a' } } })
+  const wrong = await raw(server, 'DELETE', `${CM}/a`, { preconditions: { uid: 'not-the-uid' } })
+  t.equal(wrong.status, 409)
+  t.match(wrong.body.message, /Precondition failed: UID in precondition: not-the-uid/)
+  t.equal((await raw(server, 'DELETE', `${CM}/a`, { preconditions: { resourceVersion: '999' } })).status, 409)
+  const ok = await core.deleteNamespacedConfigMap({ namespace: 'media', name: 'a', body: { preconditions: { uid: a.metadata!.uid } } })
+  t.match(ok, { status: 'Success', details: { name: 'a', kind: 'configmaps', uid: a.metadata!.uid } })
+  t.equal(server.objects.get('/api/v1/configmaps', 'media', 'a'), undefined)
+  t.equal((await raw(server, 'DELETE', `${CM}/a`)).status, 404)
+
+  // Custom resource with a finalizer: marked, then gone once the finalizer is removed.
+  const ref = { group: 'volsync.backube', version: 'v1alpha1', namespace: 'media', plural: 'replicationdestinations' }
+  await custom.createNamespacedCustomObject({ ...ref, body: { apiVersion: 'volsync.backube/v1alpha1', kind: 'ReplicationDestination', metadata: { name: 'rd', finalizers: ['x/y'] }, spec: {} } })
+  const marked = await custom.deleteNamespacedCustomObject({ ...ref, name: 'rd' })
+  t.ok(marked.metadata.deletionTimestamp, 'custom resources answer with the object')
+  t.ok(server.objects.get(apiPathFor('volsync.backube/v1alpha1', 'replicationdestinations'), 'media', 'rd'))
+  t.equal((await raw(server, 'POST', '/apis/volsync.backube/v1alpha1/namespaces/media/replicationdestinations', { kind: 'ReplicationDestination', metadata: { name: 'rd' } })).status, 409, 'still there')
+  await custom.patchNamespacedCustomObject({ ...ref, name: 'rd', body: { metadata: { finalizers: null } } }, setHeaderOptions('Content-Type', PatchStrategy.MergePatch))
+  t.equal(server.objects.get(apiPathFor('volsync.backube/v1alpha1', 'replicationdestinations'), 'media', 'rd'), undefined)
+})
+
+t.test('PATCH: server-side apply, merge patch, JSON patch', async (t) => {
+  const { server, core } = await setup(t)
+  const apply = setHeaderOptions('Content-Type', PatchStrategy.ServerSideApply)
+  const first = await core.patchNamespacedConfigMap({ namespace: 'media', name: 'cfg', fieldManager: 'smart-restore', body: { apiVersion: 'v1', kind: 'ConfigMap', metadata: { name: 'cfg' }, data: { a: '1' } } }, apply)
+  t.strictSame(first.data, { a: '1' }, 'apply creates')
+  const second = await core.patchNamespacedConfigMap({ namespace: 'media', name: 'cfg', fieldManager: 'smart-restore', force: true, body: { apiVersion: 'v1', kind: 'ConfigMap', metadata: { name: 'cfg', labels: { l: 'x' } }, data: { b: '2' } } }, apply)
+  t.strictSame(second.data, { a: '1', b: '2' }, 'apply merges')
+  t.equal(second.metadata!.uid, first.metadata!.uid)
+  const applies = server.requestsMatching('PATCH', `${CM}/cfg`)
+  t.equal(applies.length, 2)
+  t.equal(applies[0]!.contentType, 'application/apply-patch+yaml')
+  t.equal(applies[0]!.query.fieldManager, 'smart-restore', 'fieldManager recorded')
+  t.equal(applies[1]!.query.force, 'true')
+  t.match(server.objects.get('/api/v1/configmaps', 'media', 'cfg')!.metadata.managedFields, [{ manager: 'smart-restore', operation: 'Apply' }])
+  t.equal((await raw(server, 'PATCH', `${CM}/cfg`, 'apiVersion: v1\nkind: ConfigMap\n', 'application/apply-patch+yaml')).status, 400, 'apply needs a fieldManager')
+  const yamlApply = await raw(server, 'PATCH', `${CM}/cfg?fieldManager=kubectl`, 'apiVersion: v1\nkind: ConfigMap\nmetadata:\n  name: cfg\ndata:\n  c: "3"\n', 'application/apply-patch+yaml')
+  t.equal(yamlApply.status, 200)
+  t.strictSame(yamlApply.body.data, { a: '1', b: '2', c: '3' })
+
+  const merged = await core.patchNamespacedConfigMap({ namespace: 'media', name: 'cfg', body: { data: { a: null, d: '4' } } }, setHeaderOptions('Content-Type', PatchStrategy.MergePatch))
+  t.strictSame(merged.data, { b: '2', c: '3', d: '4' })
+  const jp = await core.patchNamespacedConfigMap({ namespace: 'media', name: 'cfg', body: [{ op: 'replace', path: '/data/b', value: 'two' }] })
+  t.equal(jp.data!.b, 'two', 'the default patch type is JSON patch')
+  t.equal((await raw(server, 'PATCH', `${CM}/cfg`, [{ op: 'replace', path: '/data/zzz/q', value: 1 }], 'application/json-patch+json')).status, 422)
+  t.equal((await raw(server, 'PATCH', `${CM}/nope`, { data: {} }, 'application/merge-patch+json')).status, 404)
+  t.equal((await raw(server, 'PATCH', `${CM}/cfg`, { metadata: { resourceVersion: '1' } }, 'application/merge-patch+json')).status, 409, 'resourceVersion in a patch is a precondition')
+})
+
+t.test('dryRun=All answers like a write and stores nothing', async (t) => {
+  const { server, core } = await setup(t)
+  const rv = server.objects.resourceVersion
+  const dry = await core.createNamespacedConfigMap({ namespace: 'media', dryRun: 'All', body: { metadata: { name: 'a' } } })
+  t.equal(dry.metadata!.name, 'a')
+  t.ok(dry.metadata!.uid)
+  t.equal(server.objects.get('/api/v1/configmaps', 'media', 'a'), undefined)
+  t.equal(server.objects.resourceVersion, rv)
+  await core.createNamespacedConfigMap({ namespace: 'media', body: { metadata: { name: 'a' }, data: { k: '1' } } })
+  await core.replaceNamespacedConfigMap({ namespace: 'media', name: 'a', dryRun: 'All', body: { metadata: { name: 'a' }, data: { k: '2' } } })
+  await core.deleteNamespacedConfigMap({ namespace: 'media', name: 'a', dryRun: 'All' })
+  t.strictSame(server.objects.get('/api/v1/configmaps', 'media', 'a')!.data, { k: '1' })
+  t.equal((await raw(server, 'POST', `${CM}?dryRun=Some`, { metadata: { name: 'z' } })).status, 400)
+})
+
+t.test('Secrets: stringData folded into base64 data, invalid base64 refused', async (t) => {
+  const { server, core } = await setup(t)
+  const s = await core.createNamespacedSecret({ namespace: 'media', body: { metadata: { name: 's' }, data: { a: Buffer.from('x').toString('base64') }, stringData: { b: 'héllo' } } })
+  t.strictSame(s.data, { a: 'eA==', b: Buffer.from('héllo').toString('base64') })
+  t.equal(s.stringData, undefined)
+  t.equal(s.type, 'Opaque')
+  const patched = await core.patchNamespacedSecret({ namespace: 'media', name: 's', body: { stringData: { a: 'y' } } }, setHeaderOptions('Content-Type', PatchStrategy.MergePatch))
+  t.strictSame(patched.data, { a: 'eQ==', b: Buffer.from('héllo').toString('base64') })
+  const bad = await raw(server, 'POST', '/api/v1/namespaces/media/secrets', { metadata: { name: 't' }, data: { a: 'not base64!' } })
+  t.equal(bad.status, 400)
+  t.match(bad.body.message, /illegal base64 data/)
+})
+
+t.test('LIST: namespaced, cluster-wide, label and field selectors, list resourceVersion', async (t) => {
+  const { server, core, custom } = await setup(t)
+  for (const [ns, name, labels] of [
+    ['media', 'a', { app: 'x', tier: 'hourly' }],
+    ['media', 'b', { app: 'y' }],
+    ['other', 'c', { app: 'x' }],
+  ] as const) {
+    await core.createNamespacedConfigMap({ namespace: ns, body: { metadata: { name, labels: { ...labels } } } })
+  }
+  const media = await core.listNamespacedConfigMap({ namespace: 'media' })
+  t.equal(media.kind, 'ConfigMapList')
+  t.equal(media.metadata!.resourceVersion, String(server.objects.resourceVersion))
+  t.strictSame(media.items.map((i) => i.metadata!.name), ['a', 'b'])
+  t.equal((media.items[0] as { kind?: string }).kind, undefined, 'built-in list items carry no kind, like the real apiserver')
+  const names = async (labelSelector?: string, fieldSelector?: string) =>
+    (await core.listConfigMapForAllNamespaces({ labelSelector, fieldSelector })).items.map((i) => `${i.metadata!.namespace}/${i.metadata!.name}`)
+  t.strictSame(await names(), ['media/a', 'media/b', 'other/c'])
+  t.strictSame(await names('app=x'), ['media/a', 'other/c'])
+  t.strictSame(await names('app==x,tier'), ['media/a'])
+  t.strictSame(await names('app!=x'), ['media/b'])
+  t.strictSame(await names('!tier'), ['media/b', 'other/c'])
+  t.strictSame(await names('app in (y, z)'), ['media/b'])
+  t.strictSame(await names('app notin (y)'), ['media/a', 'other/c'])
+  t.strictSame(await names(undefined, 'metadata.namespace=other'), ['other/c'])
+  t.strictSame(await names(undefined, 'metadata.name!=a'), ['media/b', 'other/c'])
+
+  await custom.createNamespacedCustomObject({ group: 'volsync.backube', version: 'v1alpha1', namespace: 'media', plural: 'replicationsources', body: { apiVersion: 'volsync.backube/v1alpha1', kind: 'ReplicationSource', metadata: { name: 'rs' }, spec: {} } })
+  const rs = (await custom.listClusterCustomObject({ group: 'volsync.backube', version: 'v1alpha1', plural: 'replicationsources' })) as { kind: string; items: KubernetesObject[] }
+  t.equal(rs.kind, 'ReplicationSourceList')
+  t.match(rs.items, [{ kind: 'ReplicationSource', metadata: { name: 'rs', namespace: 'media' } }], 'custom resource items keep kind')
+})
+
+t.test('WATCH through client-node makeInformer sees ADDED, MODIFIED and DELETED', async (t) => {
+  const { server, core } = await setup(t)
+  await core.createNamespacedConfigMap({ namespace: 'media', body: { metadata: { name: 'before', labels: { w: 'yes' } } } })
+  const informer = makeInformer<V1ConfigMap>(server.kubeConfig, CM, () => core.listNamespacedConfigMap({ namespace: 'media' }))
+  const events: string[] = []
+  informer.on('add', (o) => events.push(`add ${o.metadata!.name}`))
+  informer.on('update', (o) => events.push(`update ${o.metadata!.name} ${JSON.stringify(o.data ?? {})}`))
+  informer.on('delete', (o) => events.push(`delete ${o.metadata!.name}`))
+  const errors: unknown[] = []
+  informer.on('error', (e) => errors.push(e))
+  t.teardown(() => informer.stop())
+  await informer.start()
+  await until(() => events.includes('add before'), 'initial list')
+  await until(() => server.requests.some((r) => r.query.watch === 'true'), 'watch to start')
+
+  await core.createNamespacedConfigMap({ namespace: 'media', body: { metadata: { name: 'x' } } })
+  await core.patchNamespacedConfigMap({ namespace: 'media', name: 'x', body: { data: { k: 'v' } } }, setHeaderOptions('Content-Type', PatchStrategy.MergePatch))
+  await core.deleteNamespacedConfigMap({ namespace: 'media', name: 'x' })
+  await core.createNamespacedConfigMap({ namespace: 'other', body: { metadata: { name: 'elsewhere' } } })
+  await until(() => events.includes('delete x'), 'delete event')
+  t.strictSame(events, ['add before', 'add x', 'update x {"k":"v"}', 'delete x'])
+  t.strictSame(informer.list('media').map((o) => o.metadata!.name), ['before'])
+  t.strictSame(errors, [])
+  const watch = server.requests.find((r) => r.query.watch === 'true')!
+  t.equal(watch.path, CM)
+  t.ok(Number(watch.query.resourceVersion) > 0, 'the watch resumes from the list resourceVersion')
+  await informer.stop()
+})
+
+t.test('WATCH through ListWatch with a label selector: objects entering and leaving the selection', async (t) => {
+  const { server, core } = await setup(t)
+  const lw = new ListWatch<V1ConfigMap>(CM, new Watch(server.kubeConfig), () => core.listNamespacedConfigMap({ namespace: 'media', labelSelector: 'backup=hourly' }) as Promise<V1ConfigMapList>, false, 'backup=hourly')
+  const events: string[] = []
+  lw.on('add', (o) => events.push(`add ${o.metadata!.name}`))
+  lw.on('update', (o) => events.push(`update ${o.metadata!.name}`))
+  lw.on('delete', (o) => events.push(`delete ${o.metadata!.name}`))
+  t.teardown(() => lw.stop())
+  await lw.start()
+  await until(() => server.requests.some((r) => r.query.watch === 'true'), 'watch to start')
+  const merge = setHeaderOptions('Content-Type', PatchStrategy.MergePatch)
+  await core.createNamespacedConfigMap({ namespace: 'media', body: { metadata: { name: 'p' } } })
+  await core.patchNamespacedConfigMap({ namespace: 'media', name: 'p', body: { metadata: { labels: { backup: 'hourly' } } } }, merge)
+  await core.patchNamespacedConfigMap({ namespace: 'media', name: 'p', body: { data: { a: '1' } } }, merge)
+  await core.patchNamespacedConfigMap({ namespace: 'media', name: 'p', body: { metadata: { labels: { backup: null } } } }, merge)
+  await until(() => events.length >= 3, 'three events')
+  t.strictSame(events, ['add p', 'update p', 'delete p'])
+  t.equal(server.requests.find((r) => r.query.watch === 'true')!.query.labelSelector, 'backup=hourly')
+  await lw.stop()
+})
+
+t.test('WATCH replays history after a resourceVersion; a compacted one gets ERROR 410', async (t) => {
+  const { server, core } = await setup(t)
+  const a = await core.createNamespacedConfigMap({ namespace: 'media', body: { metadata: { name: 'a' } } })
+  await core.createNamespacedConfigMap({ namespace: 'media', body: { metadata: { name: 'b' } } })
+  await core.deleteNamespacedConfigMap({ namespace: 'media', name: 'a' })
+
+  const collect = async (resourceVersion: string) => {
+    const seen: Array<{ type: string; name?: string; code?: number }> = []
+    const watch = new Watch(server.kubeConfig)
+    const controller = await watch.watch(CM, { resourceVersion }, (type, obj) => seen.push({ type, name: obj?.metadata?.name, code: obj?.code }), () => {})
+    await new Promise((r) => setTimeout(r, 100))
+    controller.abort()
+    return seen
+  }
+  t.strictSame(await collect(a.metadata!.resourceVersion!), [
+    { type: 'ADDED', name: 'b', code: undefined },
+    { type: 'DELETED', name: 'a', code: undefined },
+  ])
+  t.strictSame(await collect('0'), [{ type: 'ADDED', name: 'b', code: undefined }], 'resourceVersion 0: current state as ADDED')
+  server.objects.compact()
+  t.strictSame(await collect(a.metadata!.resourceVersion!), [{ type: 'ERROR', name: undefined, code: 410 }])
+})
+
+t.test('fault injection: count, glob path, delay, reset', async (t) => {
+  const { server, core } = await setup(t)
+  const f = server.fail({ method: 'GET', path: '/api/v1/namespaces/*/configmaps/*', times: 2 }, { status: 503, message: 'etcd is sad' })
+  for (let i = 0; i < 2; i++) {
+    const r = await raw(server, 'GET', `${CM}/x`)
+    t.equal(r.status, 503)
+    t.match(r.body, { reason: 'ServiceUnavailable', message: 'etcd is sad', code: 503 })
+  }
+  t.equal((await raw(server, 'GET', `${CM}/x`)).status, 404, 'only twice')
+  t.equal(f.hits, 2)
+  t.equal(f.remaining, 0)
+
+  server.fail({ path: /configmaps$/ }, 150)
+  const started = performance.now()
+  await core.createNamespacedConfigMap({ namespace: 'media', body: { metadata: { name: 'slow' } } })
+  t.ok(performance.now() - started >= 140, 'delayed, then served')
+  t.ok(server.objects.get('/api/v1/configmaps', 'media', 'slow'))
+
+  server.fail({ method: 'GET' }, { reset: true })
+  await t.rejects(core.readNamespacedConfigMap({ namespace: 'media', name: 'slow' }), { name: 'FetchError', code: 'ECONNRESET' })
+
+  const cancelled = server.fail({ method: 'GET' }, { status: 500 })
+  cancelled.cancel()
+  t.equal((await raw(server, 'GET', `${CM}/slow`)).status, 200)
+})
+
+t.test('status subresource: only status changes there, and the main resource ignores status', async (t) => {
+  const { server, custom } = await setup(t)
+  const ref = { group: 'volsync.backube', version: 'v1alpha1', namespace: 'media', plural: 'replicationdestinations' }
+  const path = '/apis/volsync.backube/v1alpha1/namespaces/media/replicationdestinations/rd'
+  const created = await custom.createNamespacedCustomObject({ ...ref, body: { apiVersion: 'volsync.backube/v1alpha1', kind: 'ReplicationDestination', metadata: { name: 'rd' }, spec: { a: 1 }, status: { dropped: true } } })
+  t.equal(created.status, undefined, 'status is not set by create')
+  const st = await raw(server, 'PATCH', `${path}/status`, { spec: { a: 2 }, status: { lastManualSync: 'x' } }, 'application/merge-patch+json')
+  t.equal(st.status, 200)
+  t.strictSame(st.body.status, { lastManualSync: 'x' })
+  t.strictSame(st.body.spec, { a: 1 }, 'spec untouched through /status')
+  t.equal(st.body.metadata.generation, 1)
+  const main = await raw(server, 'PATCH', path, { spec: { a: 3 }, status: { lastManualSync: 'y' } }, 'application/merge-patch+json')
+  t.strictSame(main.body.status, { lastManualSync: 'x' }, 'status untouched through the main resource')
+  t.equal(main.body.metadata.generation, 2, 'generation follows spec changes')
+  t.equal((await raw(server, 'GET', `${path}/status`)).body.status.lastManualSync, 'x')
+  t.equal((await raw(server, 'GET', `${path}/scale`)).status, 404)
+})
+
+t.test('discovery endpoints', async (t) => {
+  const { server } = await setup(t)
+  t.match((await raw(server, 'GET', '/version')).body, { major: '1', gitVersion: /^v1\./ })
+  t.match((await raw(server, 'GET', '/api')).body, { kind: 'APIVersions', versions: ['v1'] })
+})
