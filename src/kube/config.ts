@@ -3,7 +3,6 @@
  * cluster or standalone mode at startup.
  */
 import { existsSync, readFileSync } from 'node:fs'
-import { homedir } from 'node:os'
 import { delimiter, join } from 'node:path'
 import { isIPv6 } from 'node:net'
 import { KubeConfig, VersionApi } from '@kubernetes/client-node'
@@ -19,19 +18,40 @@ export interface EnvironmentOptions {
   env?: NodeJS.ProcessEnv
   /** Default /var/run/secrets/kubernetes.io/serviceaccount. */
   serviceAccountDir?: string
-  /** Default os.homedir(); `~/.kube/config` is looked up there. */
-  homeDir?: string
 }
 
 /**
- * In-cluster when KUBERNETES_SERVICE_HOST is set and the service account token is mounted;
- * otherwise the files named by KUBECONFIG, or ~/.kube/config; otherwise null.
+ * Where the service's Kubernetes access comes from, in kubectl's order of intent:
+ *   1. KUBECONFIG, when set: exactly the files it names (merged like kubectl). Files that are all
+ *      missing are an error, not a cue to look elsewhere: the operator named a cluster.
+ *   2. In-cluster: KUBERNETES_SERVICE_HOST and a mounted service account token.
+ *   3. Otherwise null (standalone). ~/.kube/config is deliberately not read: `npm start` on a
+ *      laptop must not start writing restore objects into whatever context kubectl points at.
  *
  * Unlike client-node's loadFromDefault this never invents a `http://localhost:8080` cluster, so
  * "no credentials" is visible to the caller. A kubeconfig that exists but does not parse throws.
  */
 export function kubeConfigFromEnvironment(opts: EnvironmentOptions = {}): KubeConfigSource | null {
   const env = opts.env ?? process.env
+  const named = (env.KUBECONFIG ?? '').split(delimiter).filter(Boolean)
+  if (named.length > 0) {
+    const files = named.filter((f) => existsSync(f))
+    if (files.length === 0) throw new Error(`KUBECONFIG names ${named.join(delimiter)}, and none of it exists`)
+    const kubeConfig = new KubeConfig()
+    try {
+      kubeConfig.loadFromFile(files[0]!)
+      for (const f of files.slice(1)) {
+        const more = new KubeConfig()
+        more.loadFromFile(f)
+        kubeConfig.mergeConfig(more, true)
+      }
+    } catch (err) {
+      throw new Error(`cannot load kubeconfig ${files.join(delimiter)}: ${(err as Error).message}`)
+    }
+    if (!kubeConfig.getCurrentCluster()) throw new Error(`kubeconfig ${files.join(delimiter)} has no current context with a cluster`)
+    return { kubeConfig, source: 'kubeconfig' }
+  }
+
   const saDir = opts.serviceAccountDir ?? '/var/run/secrets/kubernetes.io/serviceaccount'
   const host = env.KUBERNETES_SERVICE_HOST
   const tokenFile = join(saDir, 'token')
@@ -49,27 +69,7 @@ export function kubeConfigFromEnvironment(opts: EnvironmentOptions = {}): KubeCo
     })
     return { kubeConfig, source: 'in-cluster' }
   }
-
-  const files = (env.KUBECONFIG ?? '').split(delimiter).filter((f) => f && existsSync(f))
-  if (files.length === 0) {
-    const home = opts.homeDir ?? homedir()
-    const file = home ? join(home, '.kube', 'config') : ''
-    if (file && existsSync(file)) files.push(file)
-  }
-  if (files.length === 0) return null
-  const kubeConfig = new KubeConfig()
-  try {
-    kubeConfig.loadFromFile(files[0]!)
-    for (const f of files.slice(1)) {
-      const more = new KubeConfig()
-      more.loadFromFile(f)
-      kubeConfig.mergeConfig(more, true)
-    }
-  } catch (err) {
-    throw new Error(`cannot load kubeconfig ${files.join(delimiter)}: ${(err as Error).message}`)
-  }
-  if (!kubeConfig.getCurrentCluster()) return null
-  return { kubeConfig, source: 'kubeconfig' }
+  return null
 }
 
 /** The pod's namespace, as mounted next to the token (the default namespace of the context). */

@@ -30,7 +30,12 @@ function describeError(err: unknown): { kind: string; message: string } {
   return { kind: typeof e?.kind === 'string' ? e.kind : 'error', message: typeof e?.message === 'string' ? e.message : String(err) }
 }
 
-async function createRestoreObjects(decision: RestoreDecision, deps: WebhookDeps, pvcName: string, call: CallOptions): Promise<string[] | Denial> {
+/**
+ * Read the source Secret and create (or find) the repository Secret and the ReplicationDestination.
+ * With `write: false` (a dry run) only the read happens, so a dry run is denied exactly when the
+ * real create would be, and nothing is written.
+ */
+async function setUpRestore(decision: RestoreDecision, deps: WebhookDeps, pvcName: string, call: CallOptions, write: boolean): Promise<string[] | Denial> {
   const cluster = deps.cluster!
   const { namespace } = decision.destination.metadata
   const source = deps.config.restore.sourceSecret
@@ -57,6 +62,7 @@ async function createRestoreObjects(decision: RestoreDecision, deps: WebhookDeps
       message: `a backup of ${namespace}/${pvcName} exists, but the source Secret ${source.namespace}/${source.name} lacks ${missing.join(', ')}; fix the Secret and retry.`,
     }
   }
+  if (!write) return []
   const secret = buildRepositorySecret({
     config: deps.config,
     namespace,
@@ -115,18 +121,17 @@ export async function handleMutate(req: AdmissionRequest, deps: WebhookDeps, cal
   // restore
   const warnings = [...decision.warnings]
   let objects: string[]
-  if (req.dryRun) {
-    // sideEffects: NoneOnDryRun — same answer, nothing written (Argo CD diffs, kubectl --dry-run=server).
-    objects = []
-    warnings.push(`smart-restore: dry run; ReplicationDestination ${decision.destination.metadata.name} not created`)
-  } else if (!deps.cluster) {
+  if (!deps.cluster) {
     objects = []
     warnings.push(`smart-restore: standalone mode (no Kubernetes API); ReplicationDestination ${decision.destination.metadata.name} not created`)
   } else {
-    const made = await createRestoreObjects(decision, deps, plan.pvcName, call)
+    // sideEffects: NoneOnDryRun: a dry run (Argo CD diff, kubectl --dry-run=server) gets the same
+    // answer and writes nothing.
+    const made = await setUpRestore(decision, deps, plan.pvcName, call, !req.dryRun)
     if (!Array.isArray(made)) return denied(req.uid, made, { probe: probeInfo })
     objects = made
   }
+  if (req.dryRun) warnings.push(`smart-restore: dry run; ReplicationDestination ${decision.destination.metadata.name} not created`)
   return {
     review: allow(req.uid, { patch: decision.patch, warnings, auditAnnotations: decision.auditAnnotations }),
     outcome: { decision: 'restore', reason: probe.state === 'exists' ? probe.detail : '', objects, probe: probeInfo },

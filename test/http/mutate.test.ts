@@ -87,7 +87,7 @@ t.test('a snapshot exists: dataSourceRef patch; standalone mode says nothing was
 
   const dry = await post(app, fixtureBody('create-dryrun.mutating.json'))
   t.equal(dry.json.response.allowed, true, 'dry run: same decision')
-  t.match(dry.json.response.warnings, [/restoring from/, /dry run; ReplicationDestination data-claim-restore not created/])
+  t.match(dry.json.response.warnings, [/restoring from/, /standalone mode/, /dry run; ReplicationDestination data-claim-restore not created/])
 })
 
 t.test('bodies that need no decision pass unchanged', async (t) => {

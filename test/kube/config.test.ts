@@ -29,7 +29,7 @@ t.test('kubeConfigFromEnvironment', async (t) => {
   })
 
   t.test('in-cluster when the service host and the token are there', async (t) => {
-    const found = kubeConfigFromEnvironment({ env: { KUBERNETES_SERVICE_HOST: '10.96.0.1', KUBERNETES_SERVICE_PORT: '443' }, serviceAccountDir: join(dir, 'sa'), homeDir: join(dir, 'home') })
+    const found = kubeConfigFromEnvironment({ env: { KUBERNETES_SERVICE_HOST: '10.96.0.1', KUBERNETES_SERVICE_PORT: '443' }, serviceAccountDir: join(dir, 'sa') })
     t.equal(found?.source, 'in-cluster')
     const cluster = found!.kubeConfig.getCurrentCluster()!
     t.equal(cluster.server, 'https://10.96.0.1:443')
@@ -41,22 +41,31 @@ t.test('kubeConfigFromEnvironment', async (t) => {
     t.equal(v6!.kubeConfig.getCurrentCluster()!.server, 'https://[fd00::1]:443')
   })
 
-  t.test('no token mounted: falls through to kubeconfig', async (t) => {
-    const found = kubeConfigFromEnvironment({ env: { KUBERNETES_SERVICE_HOST: '10.96.0.1' }, serviceAccountDir: join(dir, 'emptysa'), homeDir: join(dir, 'home') })
+  t.test('no token mounted and no KUBECONFIG: null, and ~/.kube/config is never read', async (t) => {
+    const found = kubeConfigFromEnvironment({ env: { KUBERNETES_SERVICE_HOST: '10.96.0.1', HOME: join(dir, 'home') }, serviceAccountDir: join(dir, 'emptysa') })
+    t.equal(found, null)
+  })
+
+  t.test('an explicit KUBECONFIG wins over in-cluster credentials', async (t) => {
+    const found = kubeConfigFromEnvironment({ env: { KUBERNETES_SERVICE_HOST: '10.96.0.1', KUBECONFIG: join(dir, 'a', 'config') }, serviceAccountDir: join(dir, 'sa') })
     t.equal(found?.source, 'kubeconfig')
-    t.equal(found!.kubeConfig.getCurrentCluster()!.server, 'https://home.example:6443')
+    t.equal(found!.kubeConfig.getCurrentCluster()!.server, 'https://a.example:6443')
+  })
+
+  t.test('KUBECONFIG naming only missing files is an error, not a cue to look elsewhere', async (t) => {
+    t.throws(() => kubeConfigFromEnvironment({ env: { KUBECONFIG: join(dir, 'missing') }, serviceAccountDir: join(dir, 'sa') }), { message: /KUBECONFIG names .*missing, and none of it exists/ })
   })
 
   t.test('KUBECONFIG lists files (missing ones skipped, first one wins the context)', async (t) => {
     const env = { KUBECONFIG: [join(dir, 'missing'), join(dir, 'a', 'config'), join(dir, 'b', 'config')].join(':') }
-    const found = kubeConfigFromEnvironment({ env, serviceAccountDir: join(dir, 'emptysa'), homeDir: join(dir, 'home') })
+    const found = kubeConfigFromEnvironment({ env, serviceAccountDir: join(dir, 'emptysa') })
     t.equal(found?.source, 'kubeconfig')
     t.equal(found!.kubeConfig.getCurrentCluster()!.server, 'https://a.example:6443')
     t.strictSame(found!.kubeConfig.getClusters().map((c) => c.name).sort(), ['a', 'b'])
   })
 
   t.test('nothing at all: null (no invented localhost cluster)', async (t) => {
-    t.equal(kubeConfigFromEnvironment({ env: {}, serviceAccountDir: join(dir, 'emptysa'), homeDir: join(dir, 'nohome') }), null)
+    t.equal(kubeConfigFromEnvironment({ env: {}, serviceAccountDir: join(dir, 'emptysa') }), null)
   })
 
   t.test('a kubeconfig that does not parse is an error naming the file', async (t) => {
@@ -70,10 +79,9 @@ t.test('isApiReachable / probeApi', async (t) => {
   t.teardown(() => server.close())
 
   t.test('a kubeconfig file pointing at the fake apiserver works end to end', async (t) => {
-    const home = t.testdir({ '.kube': {} })
-    mkdirSync(join(home, '.kube'), { recursive: true })
-    writeFileSync(join(home, '.kube', 'config'), kubeconfigYaml(server.url, server.token))
-    const found = kubeConfigFromEnvironment({ env: {}, serviceAccountDir: join(home, 'none'), homeDir: home })!
+    const home = t.testdir({})
+    writeFileSync(join(home, 'kubeconfig'), kubeconfigYaml(server.url, server.token))
+    const found = kubeConfigFromEnvironment({ env: { KUBECONFIG: join(home, 'kubeconfig') }, serviceAccountDir: join(home, 'none') })!
     t.equal(await isApiReachable(found.kubeConfig, 1000), true)
     t.strictSame(await probeApi(found.kubeConfig, 1000), { reachable: true, detail: 'v1.31.0-fake' })
     t.equal(server.requests.at(-1)!.path, '/version')

@@ -1,0 +1,632 @@
+/**
+ * Helpers of the end-to-end suite (test/e2e/restore.e2e.test.ts): environment, cluster access,
+ * VolSync CRDs, the S3 store, the webhook registration and an ordered, error-tolerant cleanup.
+ *
+ * Everything here talks to a real kube-apiserver (any v1.32-ish cluster: kind, k3d, or a bare
+ * apiserver without controller-manager) and never to a cluster it was not explicitly pointed at:
+ * the cluster comes from $KUBECONFIG only, never from ~/.kube/config or in-cluster credentials.
+ */
+import { randomBytes } from 'node:crypto'
+import { existsSync, readdirSync, readFileSync } from 'node:fs'
+import { mkdtemp, rm } from 'node:fs/promises'
+import type { Socket } from 'node:net'
+import { isIP } from 'node:net'
+import { tmpdir } from 'node:os'
+import { delimiter, join, resolve } from 'node:path'
+import * as k8s from '@kubernetes/client-node'
+import { CreateBucketCommand, DeleteObjectCommand, PutObjectCommand, S3Client } from '@aws-sdk/client-s3'
+import S3rver from 's3rver'
+import YAML from 'yaml'
+import { withDeadline } from '../../src/kube/deadline.js'
+
+// ---------------------------------------------------------------------------------------------
+// Errors and API calls
+
+/** A failure of the suite's own setup, with a message meant to be read by a human as is. */
+export class E2EError extends Error {
+  override name = 'E2EError'
+}
+
+/** What a failed Kubernetes API call said, without client-node's wrapping. */
+export interface KubeFailure {
+  /** HTTP status when the apiserver answered. */
+  code?: number
+  /** metav1.Status reason, e.g. AlreadyExists. */
+  reason?: string
+  /** metav1.Status message (e.g. `admission webhook "..." denied the request: ...`), or the transport error. */
+  message: string
+}
+
+export function kubeFailure(err: unknown): KubeFailure {
+  const e = err as { code?: unknown; body?: unknown; message?: unknown; name?: unknown }
+  if (typeof e?.code === 'number' && e !== null && 'body' in e) {
+    let body: unknown = e.body
+    if (typeof body === 'string') {
+      try {
+        body = JSON.parse(body)
+      } catch {
+        /* not a Status */
+      }
+    }
+    const status = (typeof body === 'object' && body !== null ? body : {}) as { message?: unknown; reason?: unknown }
+    return {
+      code: e.code,
+      reason: typeof status.reason === 'string' && status.reason !== '' ? status.reason : undefined,
+      message: typeof status.message === 'string' ? status.message : typeof body === 'string' && body !== '' ? body : `HTTP ${e.code}`,
+    }
+  }
+  if (e?.name === 'TimeoutError') return { message: `no answer from the Kubernetes API: ${String(e.message)}` }
+  return { message: err instanceof Error ? err.message : String(err) }
+}
+
+export const isNotFound = (err: unknown) => kubeFailure(err).code === 404
+export const isAlreadyExists = (err: unknown) => kubeFailure(err).code === 409
+
+/** Per-call deadline: a hung apiserver fails the step instead of the whole 600 s run. */
+export const CALL_TIMEOUT_MS = 20_000
+
+/** One client-node call under CALL_TIMEOUT_MS (client-node 1.4 has no timeout of its own). */
+export function call<T>(fn: (options: k8s.ConfigurationOptions) => Promise<T>, timeoutMs = CALL_TIMEOUT_MS): Promise<T> {
+  return withDeadline(timeoutMs, fn)
+}
+
+/** The call's result, or undefined when the object does not exist (404). */
+export async function getOrUndefined<T>(fn: (options: k8s.ConfigurationOptions) => Promise<T>): Promise<T | undefined> {
+  try {
+    return await call(fn)
+  } catch (err) {
+    if (isNotFound(err)) return undefined
+    throw err
+  }
+}
+
+export const sleep = (ms: number) => new Promise((r) => setTimeout(r, ms))
+
+// ---------------------------------------------------------------------------------------------
+// Environment
+
+export const SKIP_HINT = 'run against kind/k3d: KUBECONFIG=... npm run test:e2e'
+
+export interface ExternalS3Env {
+  endpoint: string
+  bucket: string
+  region: string
+  accessKeyId: string
+  secretAccessKey: string
+  forcePathStyle: boolean
+}
+
+export interface E2EEnv {
+  kubeconfig: string
+  /** Directory of VolSync CRD YAML to install when the cluster lacks them. */
+  volsyncCrdsDir?: string
+  /** Use this S3 instead of a local s3rver. */
+  s3?: ExternalS3Env
+  /** Host the apiserver reaches the in-process webhook at. */
+  webhookHost: string
+  /** Port the webhook listens on (0: any free port). */
+  webhookPort: number
+  /** Verbatim webhook URL, when the cluster reaches this host another way (tunnel, port-forward). */
+  webhookUrl?: string
+  logLevel: string
+}
+
+/** The suite's settings, `{skip}` when there is no cluster to run against; throws E2EError on bad values. */
+export function readE2EEnv(env: NodeJS.ProcessEnv = process.env): E2EEnv | { skip: string } {
+  const kubeconfig = env.KUBECONFIG?.trim()
+  if (!kubeconfig) return { skip: `KUBECONFIG is not set (${SKIP_HINT})` }
+
+  const s3Vars = ['E2E_S3_ENDPOINT', 'E2E_S3_BUCKET', 'E2E_S3_ACCESS_KEY_ID', 'E2E_S3_SECRET_ACCESS_KEY', 'E2E_S3_REGION']
+  let s3: ExternalS3Env | undefined
+  if (s3Vars.some((v) => env[v])) {
+    const missing = ['E2E_S3_BUCKET', 'E2E_S3_ACCESS_KEY_ID', 'E2E_S3_SECRET_ACCESS_KEY'].filter((v) => !env[v])
+    if (missing.length > 0) {
+      throw new E2EError(`external S3 is half configured: ${missing.join(', ')} not set (set E2E_S3_ENDPOINT, E2E_S3_BUCKET, E2E_S3_ACCESS_KEY_ID, E2E_S3_SECRET_ACCESS_KEY and optionally E2E_S3_REGION, or none of them to use a local s3rver)`)
+    }
+    s3 = {
+      endpoint: (env.E2E_S3_ENDPOINT ?? '').replace(/\/+$/, ''),
+      bucket: env.E2E_S3_BUCKET!,
+      region: env.E2E_S3_REGION || 'us-east-1',
+      accessKeyId: env.E2E_S3_ACCESS_KEY_ID!,
+      secretAccessKey: env.E2E_S3_SECRET_ACCESS_KEY!,
+      forcePathStyle: env.E2E_S3_FORCE_PATH_STYLE !== 'false' && env.E2E_S3_FORCE_PATH_STYLE !== '0',
+    }
+  }
+
+  const portText = env.E2E_WEBHOOK_PORT?.trim() || '0'
+  const webhookPort = Number(portText)
+  if (!Number.isInteger(webhookPort) || webhookPort < 0 || webhookPort > 65535) {
+    throw new E2EError(`E2E_WEBHOOK_PORT=${JSON.stringify(portText)} is not a port number (0-65535)`)
+  }
+  const webhookUrl = env.E2E_WEBHOOK_URL?.trim() || undefined
+  if (webhookUrl !== undefined) {
+    let u: URL
+    try {
+      u = new URL(webhookUrl)
+    } catch {
+      throw new E2EError(`E2E_WEBHOOK_URL=${JSON.stringify(webhookUrl)} is not a URL (e.g. https://host.example:8443/mutate)`)
+    }
+    if (u.protocol !== 'https:') throw new E2EError(`E2E_WEBHOOK_URL must be https:// (the apiserver only calls webhooks over TLS), got ${webhookUrl}`)
+    if (u.search || u.hash || u.username) throw new E2EError(`E2E_WEBHOOK_URL must not carry a query, fragment or user info (the apiserver rejects them): ${webhookUrl}`)
+  }
+  return {
+    kubeconfig,
+    volsyncCrdsDir: env.E2E_VOLSYNC_CRDS?.trim() || undefined,
+    s3,
+    webhookHost: env.E2E_WEBHOOK_HOST?.trim() || '127.0.0.1',
+    webhookPort,
+    webhookUrl,
+    logLevel: env.E2E_LOG_LEVEL?.trim() || 'warn',
+  }
+}
+
+/** Lowercase, DNS-label safe, unique enough for concurrent runs on one cluster. */
+export function newRunId(): string {
+  return `${Date.now().toString(36).slice(-5)}${randomBytes(3).toString('hex')}`
+}
+
+// ---------------------------------------------------------------------------------------------
+// Cluster
+
+/**
+ * The KubeConfig of $KUBECONFIG (a path list is merged like kubectl does). Missing files are an
+ * error here, never a silent fallback to ~/.kube/config.
+ */
+export function loadKubeConfig(kubeconfig: string): k8s.KubeConfig {
+  const files = kubeconfig.split(delimiter).filter(Boolean)
+  const missing = files.filter((f) => !existsSync(f))
+  if (missing.length > 0) throw new E2EError(`KUBECONFIG names ${missing.join(', ')}, which does not exist`)
+  const kc = new k8s.KubeConfig()
+  try {
+    kc.loadFromFile(files[0]!)
+    for (const f of files.slice(1)) {
+      const more = new k8s.KubeConfig()
+      more.loadFromFile(f)
+      kc.mergeConfig(more, true)
+    }
+  } catch (err) {
+    throw new E2EError(`cannot load KUBECONFIG=${kubeconfig}: ${(err as Error).message}`)
+  }
+  if (!kc.getCurrentCluster()) throw new E2EError(`KUBECONFIG=${kubeconfig} has no current context/cluster (kubectl config use-context ...)`)
+  return kc
+}
+
+export function describeCluster(kc: k8s.KubeConfig): string {
+  return `context ${JSON.stringify(kc.getCurrentContext())}, server ${kc.getCurrentCluster()?.server ?? '?'}`
+}
+
+export interface Apis {
+  kc: k8s.KubeConfig
+  core: k8s.CoreV1Api
+  custom: k8s.CustomObjectsApi
+  ext: k8s.ApiextensionsV1Api
+  admission: k8s.AdmissionregistrationV1Api
+}
+
+export function makeApis(kc: k8s.KubeConfig): Apis {
+  return {
+    kc,
+    core: kc.makeApiClient(k8s.CoreV1Api),
+    custom: kc.makeApiClient(k8s.CustomObjectsApi),
+    ext: kc.makeApiClient(k8s.ApiextensionsV1Api),
+    admission: kc.makeApiClient(k8s.AdmissionregistrationV1Api),
+  }
+}
+
+// ---------------------------------------------------------------------------------------------
+// VolSync CRDs
+
+export const VOLSYNC = { group: 'volsync.backube', version: 'v1alpha1', rdPlural: 'replicationdestinations' } as const
+export const REQUIRED_CRDS = ['replicationdestinations.volsync.backube', 'replicationsources.volsync.backube']
+
+function isEstablished(crd: k8s.V1CustomResourceDefinition): boolean {
+  return Boolean(crd.status?.conditions?.some((c) => c.type === 'Established' && c.status === 'True'))
+}
+
+/** The CRDs of every *.yaml/*.yml file directly in `dir` (subdirectories are not read). */
+export function readCrdDir(dir: string): k8s.V1CustomResourceDefinition[] {
+  const abs = resolve(dir)
+  let files: string[]
+  try {
+    files = readdirSync(abs).filter((f) => /\.ya?ml$/.test(f)).sort()
+  } catch (err) {
+    throw new E2EError(`E2E_VOLSYNC_CRDS=${dir}: cannot read the directory: ${(err as Error).message}`)
+  }
+  const crds: k8s.V1CustomResourceDefinition[] = []
+  for (const f of files) {
+    // client-node's loadAllYaml, not a plain YAML parse: the typed API serializer silently drops
+    // keys it does not know by their TypeScript names (x-kubernetes-*, enum, default) from a plain
+    // object, which would install a CRD with a different schema.
+    let docs: unknown[]
+    try {
+      docs = k8s.loadAllYaml(readFileSync(join(abs, f), 'utf8'))
+    } catch (err) {
+      throw new E2EError(`E2E_VOLSYNC_CRDS: ${join(abs, f)} is not valid YAML: ${(err as Error).message}`)
+    }
+    for (const d of docs) {
+      const o = d as k8s.V1CustomResourceDefinition | null
+      if (o?.kind === 'CustomResourceDefinition' && o.metadata?.name) crds.push(o)
+    }
+  }
+  return crds
+}
+
+export interface CrdSetup {
+  /** Names of the CRDs this run created (and must delete). */
+  installed: string[]
+}
+
+/**
+ * Make sure the VolSync CRDs exist and are Established: found as they are, or installed from
+ * `dir` (only the CRDs the cluster lacks; whatever already exists is never touched).
+ */
+export async function ensureVolSyncCrds(apis: Apis, dir: string | undefined, onInstalled: (name: string) => void): Promise<CrdSetup> {
+  const missing: string[] = []
+  for (const name of REQUIRED_CRDS) {
+    const crd = await getOrUndefined((o) => apis.ext.readCustomResourceDefinition({ name }, o)).catch((err: unknown) => {
+      throw new E2EError(`cannot read CRD ${name} through the apiextensions API: ${kubeFailure(err).message}`)
+    })
+    if (!crd) missing.push(name)
+  }
+  const installed: string[] = []
+  if (missing.length > 0) {
+    if (!dir) {
+      throw new E2EError(
+        `the VolSync CRDs ${missing.join(', ')} are not installed in this cluster. Either install VolSync ` +
+          `(helm install volsync backube/volsync -n volsync-system --create-namespace), or let the suite install just the CRDs ` +
+          `for this run: E2E_VOLSYNC_CRDS=../shared/fixtures/volsync/crds npm run test:e2e (they are deleted again at the end)`,
+      )
+    }
+    const fromDir = readCrdDir(dir)
+    const names = fromDir.map((c) => c.metadata!.name!)
+    const absent = missing.filter((m) => !names.includes(m))
+    if (absent.length > 0) throw new E2EError(`E2E_VOLSYNC_CRDS=${dir} holds no CustomResourceDefinition ${absent.join(', ')} (found: ${names.join(', ') || 'none'})`)
+    for (const crd of fromDir) {
+      const name = crd.metadata!.name!
+      try {
+        await call((o) => apis.ext.createCustomResourceDefinition({ body: crd }, o))
+        installed.push(name)
+        onInstalled(name)
+      } catch (err) {
+        // Already there (installed before, or by a concurrent run): not ours to delete.
+        if (isAlreadyExists(err)) continue
+        const f = kubeFailure(err)
+        // No answer (timeout, connection lost): it may have been created all the same, and then it is ours.
+        if (f.code === undefined) onInstalled(name)
+        throw new E2EError(`cannot create CRD ${name} from ${dir}: ${f.message}`)
+      }
+    }
+  }
+  // Established = the apiserver serves the resource; wait for it (instant for existing CRDs).
+  const deadline = Date.now() + 60_000
+  for (const name of [...new Set([...REQUIRED_CRDS, ...installed])]) {
+    for (;;) {
+      const crd = await getOrUndefined((o) => apis.ext.readCustomResourceDefinition({ name }, o))
+      if (crd && isEstablished(crd)) break
+      if (Date.now() > deadline) {
+        const conditions = crd?.status?.conditions?.map((c) => `${c.type}=${c.status}${c.message ? ` (${c.message})` : ''}`).join(', ')
+        throw new E2EError(`CRD ${name} is not Established after 60 s${conditions ? `: ${conditions}` : crd ? '' : ': it disappeared'}`)
+      }
+      await sleep(500)
+    }
+  }
+  return { installed }
+}
+
+// ---------------------------------------------------------------------------------------------
+// S3
+
+export interface S3Target {
+  /** What the service and RESTIC_REPOSITORY use; '' = AWS. */
+  endpoint: string
+  bucket: string
+  region: string
+  accessKeyId: string
+  secretAccessKey: string
+  forcePathStyle: boolean
+  /** True: an s3rver this run started (and can stop to simulate an outage). */
+  local: boolean
+  /** Stop the local s3rver (no-op for external S3); safe to call twice. */
+  stop(): Promise<void>
+}
+
+const S3RVER_KEY = 'S3RVER' // s3rver's built-in account
+
+/** A real S3 implementation on 127.0.0.1, with an empty bucket. */
+export async function startLocalS3(bucket: string): Promise<S3Target> {
+  const directory = await mkdtemp(join(tmpdir(), 'smart-restore-e2e-s3-'))
+  const server = new S3rver({ address: '127.0.0.1', port: 0, silent: true, directory })
+  const { port } = await server.run()
+  // close() waits for open connections; the service's S3 client keeps some alive.
+  const sockets = new Set<Socket>()
+  server.httpServer.on('connection', (s: Socket) => {
+    sockets.add(s)
+    s.on('close', () => sockets.delete(s))
+  })
+  let stopped: Promise<void> | undefined
+  const target: S3Target = {
+    endpoint: `http://127.0.0.1:${port}`,
+    bucket,
+    region: 'us-east-1',
+    accessKeyId: S3RVER_KEY,
+    secretAccessKey: S3RVER_KEY,
+    forcePathStyle: true,
+    local: true,
+    stop: () =>
+      (stopped ??= (async () => {
+        const closed = server.close()
+        for (const s of sockets) s.destroy()
+        await closed
+        await rm(directory, { recursive: true, force: true })
+      })()),
+  }
+  const client = s3Client(target)
+  try {
+    await client.send(new CreateBucketCommand({ Bucket: bucket }))
+  } finally {
+    client.destroy()
+  }
+  return target
+}
+
+export function externalS3(e: ExternalS3Env): S3Target {
+  return { ...e, local: false, stop: async () => {} }
+}
+
+export function s3Client(s3: S3Target): S3Client {
+  return new S3Client({
+    ...(s3.endpoint ? { endpoint: s3.endpoint } : {}),
+    region: s3.region,
+    forcePathStyle: s3.forcePathStyle,
+    credentials: { accessKeyId: s3.accessKeyId, secretAccessKey: s3.secretAccessKey },
+    // s3rver predates the SDK's default CRC32 request checksums; only send them when required.
+    requestChecksumCalculation: 'WHEN_REQUIRED',
+    maxAttempts: 2,
+  })
+}
+
+/**
+ * A restic-shaped repository at `prefix`: config, one key, one snapshot (restic writes snapshot
+ * files last, so one object under snapshots/ is what "there is a backup" means). Returns the keys.
+ */
+export async function seedResticRepository(s3: S3Target, prefix: string): Promise<string[]> {
+  const snapshotId = randomBytes(32).toString('hex')
+  const objects: Array<[string, string]> = [
+    [`${prefix}/config`, 'smart-restore e2e: restic repository config (placeholder)'],
+    [`${prefix}/keys/k1`, '{"e2e":"placeholder key"}'],
+    [`${prefix}/snapshots/${snapshotId}`, JSON.stringify({ time: new Date().toISOString(), paths: ['/data'], hostname: 'e2e' })],
+  ]
+  const client = s3Client(s3)
+  try {
+    for (const [Key, Body] of objects) {
+      try {
+        await client.send(new PutObjectCommand({ Bucket: s3.bucket, Key, Body }))
+      } catch (err) {
+        throw new E2EError(`cannot seed s3://${s3.bucket}/${Key} at ${s3.endpoint || 'AWS'}: ${(err as Error).name}: ${(err as Error).message}`)
+      }
+    }
+  } finally {
+    client.destroy()
+  }
+  return objects.map(([k]) => k)
+}
+
+export async function deleteS3Objects(s3: S3Target, keys: string[]): Promise<void> {
+  const client = s3Client(s3)
+  try {
+    for (const Key of keys) await client.send(new DeleteObjectCommand({ Bucket: s3.bucket, Key }))
+  } finally {
+    client.destroy()
+  }
+}
+
+/** RESTIC_REPOSITORY as the service writes it for repository key `key`. */
+export function expectedResticRepository(s3: S3Target, key: string): string {
+  return `s3:${s3.endpoint.replace(/\/+$/, '') || 's3.amazonaws.com'}/${s3.bucket}/${key}`
+}
+
+// ---------------------------------------------------------------------------------------------
+// Webhook registration
+
+export const WEBHOOK_FILE = 'webhook-config/mutating-webhook.yaml'
+export const WEBHOOK_NAME = 'pvc-restore.smart-restore.io'
+
+/** The host part of the webhook URL, as the serving certificate must name it. */
+export function urlHost(url: string): string {
+  return new URL(url).hostname.replace(/^\[(.*)\]$/, '$1')
+}
+
+export function webhookUrlFor(host: string, port: number): string {
+  return `https://${isIP(host) === 6 ? `[${host}]` : host}:${port}/mutate`
+}
+
+/**
+ * webhook-config/mutating-webhook.yaml as registered by the suite: renamed, calling `url` with
+ * `caCert`, and limited to `namespace` so nothing else in the cluster is ever sent to it.
+ * Every other field (rules, selectors, policies, timeout) is the file's own.
+ */
+export function e2eWebhookConfiguration(args: { file?: string; name: string; url: string; caCert: string; namespace: string; runId: string }): k8s.V1MutatingWebhookConfiguration {
+  const file = args.file ?? WEBHOOK_FILE
+  const doc = YAML.parse(readFileSync(file, 'utf8')) as k8s.V1MutatingWebhookConfiguration | null
+  if (doc?.kind !== 'MutatingWebhookConfiguration' || !Array.isArray(doc.webhooks) || doc.webhooks.length === 0) {
+    throw new E2EError(`${file} is not a MutatingWebhookConfiguration with webhooks`)
+  }
+  if (!doc.webhooks.some((w) => w.name === WEBHOOK_NAME)) throw new E2EError(`${file} has no webhook named ${WEBHOOK_NAME}`)
+  doc.metadata = {
+    name: args.name,
+    labels: { ...(doc.metadata?.labels ?? {}), 'app.kubernetes.io/part-of': 'smart-restore-e2e', 'smart-restore.io/e2e-run': args.runId },
+  }
+  for (const w of doc.webhooks) {
+    w.clientConfig = { url: args.url, caBundle: Buffer.from(args.caCert).toString('base64') }
+    w.namespaceSelector = { matchExpressions: [{ key: 'kubernetes.io/metadata.name', operator: 'In', values: [args.namespace] }] }
+  }
+  return doc
+}
+
+/** JSON with object keys sorted, so key order (typed models serialize in their own order) does not count. */
+function canonical(v: unknown): string {
+  return JSON.stringify(v, (_k, x: unknown) =>
+    x && typeof x === 'object' && !Array.isArray(x) ? Object.fromEntries(Object.entries(x).sort(([a], [b]) => a.localeCompare(b))) : x,
+  )
+}
+
+/** What the registered configuration lost or changed compared with what was sent, e.g. `failurePolicy`. */
+export function registeredDifferences(sent: k8s.V1MutatingWebhookConfiguration, got: k8s.V1MutatingWebhookConfiguration): string[] {
+  const out: string[] = []
+  const fields = ['failurePolicy', 'sideEffects', 'timeoutSeconds', 'matchPolicy', 'reinvocationPolicy', 'admissionReviewVersions', 'rules', 'objectSelector', 'namespaceSelector'] as const
+  for (const want of sent.webhooks ?? []) {
+    const have = got.webhooks?.find((w) => w.name === want.name)
+    if (!have) {
+      out.push(`webhook ${want.name} missing`)
+      continue
+    }
+    for (const f of fields) {
+      if (canonical(want[f]) !== canonical(have[f])) out.push(`${want.name}.${f}: sent ${canonical(want[f])}, registered ${canonical(have[f])}`)
+    }
+  }
+  return out
+}
+
+/** Other webhook configurations that also run smart-restore's webhook (e.g. a deployed copy). */
+export async function otherSmartRestoreWebhooks(apis: Apis, ownName: string): Promise<string[]> {
+  const list = await call((o) => apis.admission.listMutatingWebhookConfiguration({}, o))
+  return list.items.filter((c) => c.metadata?.name !== ownName && c.webhooks?.some((w) => w.name === WEBHOOK_NAME)).map((c) => c.metadata!.name!)
+}
+
+/** The Warning headers of an apiserver response, as one string (node-fetch joins repeats with ", "). */
+export function warningsOf(info: { headers: Record<string, string> }): string {
+  return info.headers.warning ?? info.headers.Warning ?? ''
+}
+
+export function webhookReachabilityHint(host: string, url: string): string {
+  return [
+    `The apiserver must reach the in-process webhook at ${url}.`,
+    `127.0.0.1 only works when the kube-apiserver runs on this machine outside a container, or in one with host networking (e.g. a bare apiserver binary).`,
+    `kind: the apiserver runs in a container; use the docker network gateway (often 172.18.0.1): E2E_WEBHOOK_HOST=$(docker network inspect kind -f '{{range .IPAM.Config}}{{println .Gateway}}{{end}}' | grep -m1 '\\.')`,
+    `k3d: E2E_WEBHOOK_HOST=host.k3d.internal. minikube: host.minikube.internal. Docker Desktop: host.docker.internal.`,
+    `Otherwise expose a port and set E2E_WEBHOOK_URL=https://<address the apiserver can reach>/mutate (its host is added to the serving certificate) and E2E_WEBHOOK_PORT=<local port>.`,
+    `A firewall on this host must allow the webhook port${host === '127.0.0.1' ? '' : ` from the cluster to ${host}`}.`,
+  ].join('\n')
+}
+
+export type WebhookProbe =
+  | { state: 'effective'; attempts: number; ms: number }
+  | { state: 'not-called'; attempts: number; ms: number }
+  | { state: 'failing'; attempts: number; ms: number; message: string }
+
+/**
+ * Wait until the apiserver actually calls the webhook for the namespace: the webhook configuration
+ * reaches the apiserver's admission through an informer, so it lags its creation. Each attempt is
+ * a server-side dry-run create of a labelled PVC (nothing is stored, nothing is created by the
+ * webhook); the webhook was called when the answer carries its annotation or warning.
+ */
+export async function waitForWebhook(apis: Apis, namespace: string, annotationPrefix: string, maxMs = 30_000): Promise<WebhookProbe> {
+  const started = Date.now()
+  let attempts = 0
+  let last: WebhookProbe = { state: 'not-called', attempts: 0, ms: 0 }
+  const body: k8s.V1PersistentVolumeClaim = {
+    apiVersion: 'v1',
+    kind: 'PersistentVolumeClaim',
+    metadata: { name: 'webhook-probe', namespace, labels: { backup: 'hourly' } },
+    spec: { accessModes: ['ReadWriteOnce'], resources: { requests: { storage: '1Gi' } } },
+  }
+  while (Date.now() - started < maxMs) {
+    attempts++
+    try {
+      const info = await call((o) => apis.core.createNamespacedPersistentVolumeClaimWithHttpInfo({ namespace, body, dryRun: 'All' }, o))
+      const annotations = info.data.metadata?.annotations ?? {}
+      if (Object.keys(annotations).some((k) => k.startsWith(annotationPrefix)) || warningsOf(info).includes('smart-restore')) {
+        return { state: 'effective', attempts, ms: Date.now() - started }
+      }
+      last = { state: 'not-called', attempts, ms: Date.now() - started }
+    } catch (err) {
+      const f = kubeFailure(err)
+      // failurePolicy Fail: "Internal error occurred: failed calling webhook ...: dial tcp ...: connect: connection refused".
+      if (/failed calling webhook|webhook .*(timeout|deadline)/i.test(f.message)) {
+        last = { state: 'failing', attempts, ms: Date.now() - started, message: f.message }
+      } else if (f.message.includes('denied the request')) {
+        // The webhook answered (with a denial): it is called, which is all this waits for.
+        return { state: 'effective', attempts, ms: Date.now() - started }
+      } else {
+        throw new E2EError(`dry-run create of a probe PVC in ${namespace} failed for a reason unrelated to the webhook: ${f.code ? `HTTP ${f.code}: ` : ''}${f.message}`)
+      }
+    }
+    await sleep(1000)
+  }
+  return { ...last, attempts, ms: Date.now() - started }
+}
+
+// ---------------------------------------------------------------------------------------------
+// Cleanup
+
+interface Step {
+  what: string
+  run: () => Promise<unknown>
+}
+
+/**
+ * Ordered cleanup: steps run in the order they were registered in their phase, every step runs
+ * even when an earlier one failed, a missing object counts as cleaned up.
+ */
+export class Cleanup {
+  private readonly phases = new Map<number, Step[]>()
+  private done: Promise<string[]> | undefined
+
+  /** Register a step; lower phases run first. */
+  add(phase: number, what: string, run: () => Promise<unknown>): void {
+    const steps = this.phases.get(phase) ?? []
+    steps.push({ what, run })
+    this.phases.set(phase, steps)
+  }
+
+  /** Run everything once; resolves to one line per step. Safe to call again (same result). */
+  run(): Promise<string[]> {
+    this.done ??= (async () => {
+      const lines: string[] = []
+      for (const phase of [...this.phases.keys()].sort((a, b) => a - b)) {
+        for (const step of this.phases.get(phase)!) {
+          try {
+            const said = await step.run()
+            lines.push(`ok      ${step.what}${typeof said === 'string' && said ? `: ${said}` : ''}`)
+          } catch (err) {
+            if (isNotFound(err)) lines.push(`gone    ${step.what}`)
+            else lines.push(`FAILED  ${step.what}: ${kubeFailure(err).message}`)
+          }
+        }
+      }
+      return lines
+    })()
+    return this.done
+  }
+}
+
+/**
+ * Delete each named object; resolves to e.g. "deleted with-backup, no-backup" (absent ones are not
+ * listed). Every name is tried; the first real failure is thrown at the end.
+ */
+export async function deleteEach(names: string[], del: (name: string, o: k8s.ConfigurationOptions) => Promise<unknown>): Promise<string> {
+  const deleted: string[] = []
+  const failed: string[] = []
+  for (const name of names) {
+    try {
+      await call((o) => del(name, o))
+      deleted.push(name)
+    } catch (err) {
+      if (!isNotFound(err)) failed.push(`${name}: ${kubeFailure(err).message}`)
+    }
+  }
+  if (failed.length > 0) throw new Error(`deleted ${deleted.join(', ') || 'nothing'}; failed ${failed.join('; ')}`)
+  return deleted.length > 0 ? `deleted ${deleted.join(', ')}` : 'none existed'
+}
+
+/** Cleanup phases, in the order the brief requires. */
+export const PHASE = {
+  webhook: 10,
+  pvcs: 20,
+  replicationDestinations: 30,
+  secrets: 40,
+  namespaces: 50,
+  crds: 60,
+  service: 70,
+  s3: 80,
+} as const
