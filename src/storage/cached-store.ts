@@ -6,7 +6,7 @@
  * probe, and an `exists`/`none` answer is reused for the TTL. `unknown` is never kept, so the next
  * admission attempt really asks again.
  */
-import type { BackupStore, ProbeResult } from './types.js'
+import type { BackupStore, LockResult, ProbeResult } from './types.js'
 
 export interface CachedStoreOptions {
   /** How long an `exists`/`none` answer is reused; 0 disables the cache (single-flight stays). */
@@ -55,6 +55,12 @@ export class CachedStore implements BackupStore {
 
   location(key: string): string {
     return this.inner.location(key)
+  }
+
+  /** Locks come and go within seconds; they are never cached. */
+  findRecentLock(key: string, maxAgeMs: number): Promise<LockResult> {
+    if (!this.inner.findRecentLock) return Promise.resolve({ state: 'unknown', location: this.inner.location(key), kind: 'other', reason: 'this store cannot list restic locks' })
+    return this.inner.findRecentLock(key, maxAgeMs)
   }
 
   resticRepository(key: string): string {

@@ -2,10 +2,10 @@
  * The same question against a directory laid out like the bucket (`<dir>/<key>/snapshots/<id>`),
  * for demos and single-node use; it is also what a restic local repository looks like.
  */
-import { opendir, stat } from 'node:fs/promises'
+import { opendir, readdir, stat } from 'node:fs/promises'
 import { join, resolve, sep } from 'node:path'
 import type { StoreConfig } from '../config/schema.js'
-import type { BackupStore, ProbeResult, UnknownKind } from './types.js'
+import type { BackupStore, LockResult, ProbeResult, UnknownKind } from './types.js'
 import { headKeyFor, normalizeKey, silentLogger, unknown, withDeadline, type StoreLogger } from './common.js'
 
 export interface LocalDirectoryStoreOptions {
@@ -96,6 +96,39 @@ export class LocalDirectoryStore implements BackupStore {
       if (codeOf(err) === 'ENOENT') return { state: 'none', location, detail: `no snapshot in ${dir} (it does not exist)` }
       return fsUnknown(location, err, dir)
     }
+  }
+
+  async findRecentLock(key: string, maxAgeMs: number): Promise<LockResult> {
+    const location = this.location(key)
+    const k = normalizeKey(key)
+    if (typeof k !== 'string') return { state: 'unknown', location, kind: 'other', reason: `cannot list locks: ${k.invalid}` }
+    const dir = this.inside(`${k}/locks`)
+    const failed = (err: unknown): LockResult => {
+      const r = fsUnknown(location, err, dir)
+      return r.state === 'unknown' ? r : { state: 'none', location }
+    }
+    return withDeadline<LockResult>(
+      async () => {
+        let names: string[]
+        try {
+          names = await readdir(dir)
+        } catch (err) {
+          if (codeOf(err) === 'ENOENT') return { state: 'none', location }
+          throw err
+        }
+        const now = Date.now()
+        let newest: { name: string; at: number } | undefined
+        for (const name of names) {
+          const at = (await stat(join(dir, name)).catch(() => null))?.mtimeMs
+          if (at !== undefined && now - at < maxAgeMs && (!newest || at > newest.at)) newest = { name, at }
+        }
+        if (!newest) return { state: 'none', location }
+        return { state: 'locked', location, lock: join(dir, newest.name), ageMs: now - newest.at, since: new Date(newest.at).toISOString() }
+      },
+      this.cfg.probe.deadlineMs,
+      () => ({ state: 'unknown', location, kind: 'timeout', reason: `the backup directory did not answer within the ${this.cfg.probe.deadlineMs} ms deadline` }),
+      failed,
+    )
   }
 
   private repoPath(key: string): string {

@@ -15,7 +15,7 @@ import {
   type S3ClientConfig,
 } from '@aws-sdk/client-s3'
 import type { StoreConfig } from '../config/schema.js'
-import type { BackupStore, ProbeResult, UnknownKind } from './types.js'
+import type { BackupStore, LockResult, ProbeResult, UnknownKind } from './types.js'
 import { headKeyFor, normalizeKey, silentLogger, unknown, withDeadline, type StoreLogger } from './common.js'
 
 export interface S3BackupStoreOptions {
@@ -203,6 +203,35 @@ export class S3BackupStore implements BackupStore {
       }
     }
     return { state: 'none', location, detail: `no object s3://${this.bucket}/${headKey} (HEAD answered 404)` }
+  }
+
+  async findRecentLock(key: string, maxAgeMs: number): Promise<LockResult> {
+    const location = this.location(key)
+    const k = normalizeKey(key)
+    if (typeof k !== 'string') return { state: 'unknown', location, kind: 'other', reason: `cannot list locks: ${k.invalid}` }
+    const trace: Trace = { attempts: 0 }
+    const asUnknown = (r: ProbeResult): LockResult => (r.state === 'unknown' ? r : { state: 'unknown', location, kind: 'other', reason: 'unexpected' })
+    return withDeadline<LockResult>(
+      async (signal) => {
+        trace.signal = signal
+        // restic keeps few locks (one per running operation); a page of 100 is all of them.
+        const out = await this.client.send(
+          this.traced(new ListObjectsV2Command({ Bucket: this.bucket, Prefix: `${k}/locks/`, MaxKeys: 100 }), trace),
+          { abortSignal: signal },
+        )
+        const now = Date.now()
+        let newest: { key: string; at: number } | undefined
+        for (const o of out.Contents ?? []) {
+          const at = o.LastModified?.getTime()
+          if (o.Key && at !== undefined && now - at < maxAgeMs && (!newest || at > newest.at)) newest = { key: o.Key, at }
+        }
+        if (!newest) return { state: 'none', location }
+        return { state: 'locked', location, lock: newest.key, ageMs: now - newest.at, since: new Date(newest.at).toISOString() }
+      },
+      this.deadlineMs,
+      () => asUnknown(this.deadlineResult(location, trace)),
+      (err) => asUnknown(this.errorResult(location, err, trace)),
+    )
   }
 
   /** Makes every SDK attempt of `command` (first try and retries) record its failure in `trace`. */

@@ -28,9 +28,19 @@ export interface BackupStore {
   location(key: string): string
   /** RESTIC_REPOSITORY of a repository for the movers, e.g. `s3:http://minio:9000/backups/media/data-claim`. */
   resticRepository(key: string): string
+  /**
+   * The newest restic lock under `<key>/locks/` younger than `maxAgeMs`, if any: a backup, prune or
+   * restore of the repository is running. Optional for the deletion guard; never throws.
+   */
+  findRecentLock?(key: string, maxAgeMs: number): Promise<LockResult>
   /** Release sockets/timers. */
   close(): void
 }
+
+export type LockResult =
+  | { state: 'locked'; location: string; lock: string; ageMs: number; since: string }
+  | { state: 'none'; location: string }
+  | { state: 'unknown'; location: string; kind: UnknownKind; reason: string }
 
 /** Expand `{namespace}`/`{pvc}` (and `{key}`) placeholders of the configured templates. */
 export function expandTemplate(template: string, values: Record<string, string>): string {
