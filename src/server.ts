@@ -8,6 +8,7 @@ import { AdmissionParseError, isJsonContentType, parseAdmissionReview } from './
 import { deny } from './admission/respond.js'
 import type { AdmissionRequest } from './admission/types.js'
 import { handleMutate, type HandlerResult } from './webhook/mutate.js'
+import { handleValidate } from './webhook/validate.js'
 import type { CallOptions, WebhookDeps } from './webhook/ports.js'
 
 export interface ServerOptions {
@@ -103,6 +104,7 @@ export function buildServer(opts: ServerOptions): FastifyInstance {
   }
 
   app.post('/mutate', admissionRoute('mutate', handleMutate))
+  app.post('/validate', admissionRoute('validate', handleValidate))
 
   app.get('/healthz', async () => ({ status: 'ok' }))
   app.get('/readyz', async (_req, reply) => {

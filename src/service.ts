@@ -13,7 +13,12 @@ import { buildServer } from './server.js'
 import { createBackupStore } from './storage/index.js'
 import type { BackupStore } from './storage/types.js'
 import { generateCertificates } from './tls/certificates.js'
-import type { ClusterWriter } from './webhook/ports.js'
+import type { ClusterWriter, InFlightView } from './webhook/ports.js'
+import type { KubeConfig } from '@kubernetes/client-node'
+import { BUILTIN_RULES } from './inflight/rules.js'
+import { mergeRules } from './inflight/match.js'
+import { CachedInFlightView } from './inflight/view.js'
+import type { WatchCacheOptions } from './kube/watch-cache.js'
 
 export interface ServiceHandle {
   /** e.g. https://127.0.0.1:8443 */
@@ -30,9 +35,15 @@ export interface ServiceHandle {
 
 export interface StartOptions {
   logger: Logger
-  /** Replace the Kubernetes access (tests): a writer, or null for standalone. */
+  /** Use this cluster (tests) instead of looking at KUBECONFIG / in-cluster credentials. */
+  kubeConfig?: KubeConfig | null
+  /** Replace the Kubernetes writes (tests): a writer, or null for standalone. */
   cluster?: ClusterWriter | null
+  /** Replace the deletion guard's view (tests). */
+  inFlight?: InFlightView | null
   store?: BackupStore
+  /** Options of the watched caches (tests shorten rediscovery). */
+  watch?: WatchCacheOptions
 }
 
 async function loadTls(config: Config, logger: Logger): Promise<{ key: string; cert: string; caCert?: string }> {
@@ -53,7 +64,7 @@ async function loadTls(config: Config, logger: Logger): Promise<{ key: string; c
   return { cert: set.cert, key: set.key, caCert: set.caCert }
 }
 
-async function connectCluster(config: Config, logger: Logger): Promise<ClusterWriter | null> {
+async function connectCluster(config: Config, logger: Logger): Promise<KubeConfig | null> {
   if (config.kube.mode === 'standalone') {
     logger.warn('kube.mode=standalone: decisions are answered but no Kubernetes object is written')
     return null
@@ -62,7 +73,7 @@ async function connectCluster(config: Config, logger: Logger): Promise<ClusterWr
   const reachable = found ? await isApiReachable(found.kubeConfig, config.kube.requestTimeoutMs) : false
   if (found && reachable) {
     logger.info({ source: found.source, server: found.kubeConfig.getCurrentCluster()?.server }, 'connected to the Kubernetes API')
-    return new ClusterClient(found.kubeConfig, { requestTimeoutMs: config.kube.requestTimeoutMs, fieldManager: 'smart-restore', logger })
+    return found.kubeConfig
   }
   const why = found ? `the API server from ${found.source} did not answer` : 'no in-cluster credentials and no kubeconfig'
   if (config.kube.mode === 'cluster') throw new Error(`kube.mode=cluster but ${why}`)
@@ -79,19 +90,35 @@ export async function startService(config: Config, opts: StartOptions): Promise<
     mkdirSync(config.store.local.directory, { recursive: true })
   }
   const store = opts.store ?? createBackupStore(config.store, { logger })
-  const cluster = opts.cluster !== undefined ? opts.cluster : await connectCluster(config, logger)
+  const kubeConfig = opts.kubeConfig !== undefined ? opts.kubeConfig : opts.cluster === undefined || opts.inFlight === undefined ? await connectCluster(config, logger) : null
+  const cluster = opts.cluster !== undefined ? opts.cluster : kubeConfig ? new ClusterClient(kubeConfig, { requestTimeoutMs: config.kube.requestTimeoutMs, fieldManager: 'smart-restore', logger }) : null
+  let view: CachedInFlightView | undefined
+  let inFlight: InFlightView | null = null
+  if (opts.inFlight !== undefined) inFlight = opts.inFlight
+  else if (kubeConfig) {
+    const rules = mergeRules(BUILTIN_RULES, config.deletionGuard.rules, { disabled: config.deletionGuard.disabledRules })
+    view = CachedInFlightView.create(kubeConfig, rules, { logger, ...opts.watch })
+    inFlight = view
+    // Not awaited: the server answers (and /readyz says "not ready", DELETEs are denied as retryable)
+    // while the watches list; a slow list must not keep the process from listening.
+    view.start().catch((err: unknown) => logger.error({ err }, 'watched caches failed to start'))
+  }
   let draining = false
   const app = buildServer({
-    deps: { config, store, cluster, logger },
+    deps: { config, store, cluster, inFlight, logger },
     logger,
     https: { key: tls.key, cert: tls.cert },
     bodyLimitBytes: config.server.bodyLimitBytes,
-    isReady: () => (draining ? { ready: false, reason: 'shutting down' } : { ready: true }),
+    isReady: () => {
+      if (draining) return { ready: false, reason: 'shutting down' }
+      const sync = inFlight?.syncState() ?? { synced: true }
+      return sync.synced ? { ready: true } : { ready: false, reason: `watched caches not synced: ${sync.reason}` }
+    },
   })
   await app.listen({ host: config.server.host, port: config.server.port })
   const port = (app.server.address() as AddressInfo).port
   const shownHost = config.server.host === '0.0.0.0' || config.server.host === '::' ? '127.0.0.1' : config.server.host
-  const mode = cluster ? 'cluster' : 'standalone'
+  const mode = kubeConfig || cluster ? 'cluster' : 'standalone'
   logger.info({ port, mode, store: config.store.type, tiers: Object.keys(config.tiers), tierLabel: config.tierLabel }, 'smart-restore listening')
   return {
     url: `https://${shownHost.includes(':') ? `[${shownHost}]` : shownHost}:${port}`,
@@ -104,6 +131,7 @@ export async function startService(config: Config, opts: StartOptions): Promise<
     async close() {
       draining = true
       await app.close()
+      await view?.stop()
       store.close()
     },
   }

@@ -5,6 +5,9 @@
  */
 import { readFileSync } from 'node:fs'
 import { parse as parseYaml } from 'yaml'
+import { BUILTIN_RULES } from '../inflight/rules.js'
+import { mergeRules, parseRules } from '../inflight/match.js'
+import type { InFlightRule } from '../inflight/types.js'
 import { defaultConfig, type Config, type TierConfig } from './schema.js'
 
 export class ConfigError extends Error {
@@ -41,6 +44,8 @@ const envOverrides: Array<[string, string, EnvType]> = [
   ['SMART_RESTORE_SOURCE_SECRET_NAMESPACE', 'restore.sourceSecret.namespace', 'string'],
   ['SMART_RESTORE_SOURCE_SECRET_NAME', 'restore.sourceSecret.name', 'string'],
   ['SMART_RESTORE_KUBE_MODE', 'kube.mode', 'string'],
+  ['SMART_RESTORE_NAMESPACE_DELETION', 'deletionGuard.namespaceDeletion', 'string'],
+  ['SMART_RESTORE_RESTIC_LOCKS', 'deletionGuard.resticLocks.enabled', 'boolean'],
   ['LOG_LEVEL', 'logLevel', 'string'],
 ]
 
@@ -261,6 +266,24 @@ export function validateConfig(input: unknown): Config {
   rejectUnknown(sourceSecret, 'restore.sourceSecret', ['namespace', 'name'])
   const moverSecurityContext = restore.moverSecurityContext === undefined ? undefined : obj(restore.moverSecurityContext, 'restore.moverSecurityContext')
 
+  const guard = obj(c.deletionGuard, 'deletionGuard')
+  rejectUnknown(guard, 'deletionGuard', ['namespaceDeletion', 'resticLocks', 'rules', 'disabledRules'])
+  const locks = obj(guard.resticLocks, 'deletionGuard.resticLocks')
+  rejectUnknown(locks, 'deletionGuard.resticLocks', ['enabled', 'maxAgeMs'])
+  if (!Array.isArray(guard.rules)) throw new ConfigError('deletionGuard.rules', 'must be a list of in-flight rules')
+  if (!Array.isArray(guard.disabledRules)) throw new ConfigError('deletionGuard.disabledRules', 'must be a list of rule ids')
+  const disabledRules = guard.disabledRules.map((r, i) => str(r, `deletionGuard.disabledRules[${i}]`)!)
+  let userRules: InFlightRule[]
+  try {
+    userRules = parseRules(guard.rules, 'deletionGuard.rules')
+    // Merged once here only to check ids and owner links; the service merges again at startup.
+    mergeRules(BUILTIN_RULES, userRules, { disabled: disabledRules, field: 'deletionGuard.rules', disabledField: 'deletionGuard.disabledRules' })
+  } catch (err) {
+    const e = err as Error & { field?: string }
+    const m = /^([^:]+): (.*)$/s.exec(e.message)
+    throw new ConfigError(e.field ?? m?.[1] ?? 'deletionGuard.rules', m?.[2] ?? e.message)
+  }
+
   const kube = obj(c.kube, 'kube')
   rejectUnknown(kube, 'kube', ['mode', 'requestTimeoutMs'])
 
@@ -310,6 +333,15 @@ export function validateConfig(input: unknown): Config {
       moverServiceAccount: str(restore.moverServiceAccount, 'restore.moverServiceAccount', { optional: true }),
       moverSecurityContext,
       allowCrossNamespaceRestoreFrom: bool(restore.allowCrossNamespaceRestoreFrom, 'restore.allowCrossNamespaceRestoreFrom'),
+    },
+    deletionGuard: {
+      namespaceDeletion: oneOf(guard.namespaceDeletion, 'deletionGuard.namespaceDeletion', ['wait', 'allow'] as const),
+      resticLocks: {
+        enabled: bool(locks.enabled, 'deletionGuard.resticLocks.enabled'),
+        maxAgeMs: int(locks.maxAgeMs, 'deletionGuard.resticLocks.maxAgeMs', 60_000, 24 * 3_600_000),
+      },
+      rules: userRules,
+      disabledRules,
     },
     kube: {
       mode: oneOf(kube.mode, 'kube.mode', ['auto', 'cluster', 'standalone'] as const),

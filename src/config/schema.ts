@@ -5,6 +5,8 @@
  * but wrong stops startup with a ConfigError naming the field (e.g. `store.s3.bucket`).
  */
 
+import type { InFlightRule } from '../inflight/types.js'
+
 export interface TierConfig {
   /** Cron schedule for the tier's ReplicationSource (used by the backup reconciler). */
   schedule: string
@@ -58,6 +60,21 @@ export interface RestoreConfig {
   allowCrossNamespaceRestoreFrom: boolean
 }
 
+export interface DeletionGuardConfig {
+  /**
+   * A namespace being deleted removes its PVCs with ordinary DELETEs. wait: they are refused like
+   * any other while something is in flight, so the namespace stays Terminating until the operation
+   * ends (the namespace controller retries). allow: namespace deletion goes through, with a warning.
+   */
+  namespaceDeletion: 'wait' | 'allow'
+  /** Also treat a restic lock younger than maxAgeMs in the PVC's repository as in flight (one S3 list per DELETE). */
+  resticLocks: { enabled: boolean; maxAgeMs: number }
+  /** Extra in-flight rules (same shape as the built-ins); one with a built-in's id replaces it. */
+  rules: InFlightRule[]
+  /** Built-in rule ids to switch off. */
+  disabledRules: string[]
+}
+
 export interface Config {
   server: {
     host: string
@@ -81,6 +98,7 @@ export interface Config {
   /** What a CREATE does when the store cannot be checked: deny (safe, retryable) or treat as fresh. */
   onUnknown: 'deny' | 'fresh'
   restore: RestoreConfig
+  deletionGuard: DeletionGuardConfig
   kube: {
     /** auto: use KUBECONFIG/in-cluster when reachable, else standalone. standalone: never write. */
     mode: 'auto' | 'cluster' | 'standalone'
@@ -112,6 +130,7 @@ export const defaultConfig: Config = {
     sourceSecret: { namespace: 'smart-restore', name: 'smart-restore-restic' },
     allowCrossNamespaceRestoreFrom: false,
   },
+  deletionGuard: { namespaceDeletion: 'wait', resticLocks: { enabled: false, maxAgeMs: 30 * 60_000 }, rules: [], disabledRules: [] },
   kube: { mode: 'auto', requestTimeoutMs: 3000 },
   logLevel: 'info',
 }

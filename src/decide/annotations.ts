@@ -10,6 +10,8 @@ export const ANNOTATION = {
   restoreAsOf: 'restore-as-of',
   /** Restore the snapshot this many before the newest (0 = newest). */
   restorePrevious: 'restore-previous',
+  /** Delete the PVC even while a backup/restore is in flight; the value is the (required) reason. */
+  allowDelete: 'allow-delete',
   // Written by smart-restore:
   decision: 'decision',
   restoreSource: 'restore-source',

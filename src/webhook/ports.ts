@@ -6,6 +6,7 @@ import type { Logger } from 'pino'
 import type { Config } from '../config/schema.js'
 import type { RepositorySecret, ReplicationDestination } from '../engines/volsync.js'
 import type { BackupStore } from '../storage/types.js'
+import type { InFlightFinding, PvcIdentity } from '../inflight/types.js'
 
 /** The Kubernetes writes of the CREATE path. Errors are thrown as KubeApiError-like objects. */
 export interface ClusterWriter {
@@ -19,11 +20,22 @@ export interface CallOptions {
   signal?: AbortSignal
 }
 
+/** What the deletion guard reads: the watched caches, matched against the in-flight rules. */
+export interface InFlightView {
+  /** False until every active watch has its initial list (and the reason, for messages). */
+  syncState(): { synced: boolean; reason?: string }
+  /** Objects in flight for this PVC, from the caches only: no API call. */
+  findInFlight(pvc: PvcIdentity): InFlightFinding[]
+  namespaceTerminating(namespace: string): boolean
+}
+
 export interface WebhookDeps {
   config: Config
   store: BackupStore
   /** null: standalone mode, decide and answer but write nothing. */
   cluster: ClusterWriter | null
+  /** null: standalone mode, no watches; only the PVC itself is checked on DELETE. */
+  inFlight: InFlightView | null
   logger: Logger
 }
 

@@ -68,6 +68,9 @@ t.test('bad values name the field', async (t) => {
     ['tier name not a label value', () => loadConfig({ env: {}, file: file('t4.yaml', 'tiers: { Hourly: { schedule: "@hourly", retain: { hourly: 1 } } }') }), 'tiers.Hourly', /label value/],
     ['no tiers', () => loadConfig({ env: {}, file: file('t5.yaml', 'tiers: {}') }), 'tiers', /at least one tier/],
     ['file not YAML', () => loadConfig({ env: {}, file: file('bad.yaml', 'store: [unclosed') }), 'SMART_RESTORE_CONFIG', /not valid YAML/],
+    ['guard: bad namespaceDeletion', () => loadConfig({ env: { SMART_RESTORE_NAMESPACE_DELETION: 'force' } }), 'deletionGuard.namespaceDeletion', /one of wait, allow/],
+    ['guard: rule without resource', () => loadConfig({ env: {}, file: file('r1.yaml', 'deletionGuard: { rules: [ { id: my-backup, system: Mine, link: { by: namespace }, inFlight: { when: fieldSet, path: status.running } } ] }') }), 'deletionGuard.rules[0].resource', /./],
+    ['guard: unknown disabled rule', () => loadConfig({ env: {}, file: file('r2.yaml', 'deletionGuard: { disabledRules: [no-such-rule] }') }), 'deletionGuard.disabledRules[0]', /./],
     ['file missing', () => loadConfig({ env: {}, file: join(dir, 'missing.yaml') }), 'SMART_RESTORE_CONFIG', /cannot read/],
     ['file a list', () => loadConfig({ env: {}, file: file('list.yaml', '- a\n- b\n') }), 'SMART_RESTORE_CONFIG', /mapping/],
   ]
@@ -82,6 +85,24 @@ t.test('bad values name the field', async (t) => {
       t.match((err as Error).message, new RegExp(`^invalid configuration: ${field.replace(/[.[\]]/g, '\\$&')}:`), `${name}: message starts with the field`)
     }
   }
+})
+
+t.test('user in-flight rules load and merge with the built-ins', async (t) => {
+  const f = file('rules.yaml', `
+deletionGuard:
+  disabledRules: [csi-volumesnapshot]
+  rules:
+    - id: acme-backup
+      system: Acme
+      resource: { group: acme.example.com, version: v1, kind: AcmeBackup, plural: acmebackups }
+      link: { by: field, path: spec.claimName }
+      inFlight: { when: fieldIn, path: status.state, values: [Queued, Copying] }
+      since: [status.startedAt]
+`)
+  const c = loadConfig({ file: f, env: {} })
+  t.equal(c.deletionGuard.rules.length, 1)
+  t.equal(c.deletionGuard.rules[0]!.id, 'acme-backup')
+  t.same(c.deletionGuard.disabledRules, ['csi-volumesnapshot'])
 })
 
 t.test('npm start with a bad config exits non-zero naming the field', async (t) => {

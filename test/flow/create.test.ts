@@ -46,7 +46,7 @@ const config: Config = validateConfig({
   kube: { mode: 'cluster', requestTimeoutMs: 1000 },
 })
 const cluster = new ClusterClient(api.kubeConfig, { requestTimeoutMs: 1000, fieldManager: 'smart-restore', logger: log.logger })
-const service: ServiceHandle = await startService(config, { logger: log.logger, cluster })
+const service: ServiceHandle = await startService(config, { logger: log.logger, cluster, inFlight: null })
 t.teardown(() => service.close())
 
 function send(body: unknown): Promise<any> {

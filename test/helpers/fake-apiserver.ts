@@ -16,8 +16,17 @@
  *   and fieldSelector (dotted paths, = / !=); WATCH `?watch=true&resourceVersion=N` streams
  *   `{"type","object"}` lines for changes after N (ERROR 410 Expired after `objects.compact()`).
  * - Secrets: `stringData` merged into `data` (base64) on write, invalid base64 is a 400.
+ * - Namespaces: created with `spec.finalizers: [kubernetes]` and phase Active; DELETE marks them
+ *   Terminating, and they stay until their spec (and metadata) finalizers are removed (there is no
+ *   namespace controller: a test removes them through the backdoor).
  * - One global, monotonically increasing resourceVersion. Errors are proper metav1.Status bodies.
  * - Bearer token authentication (401 otherwise).
+ * - Discovery: `/api`, `/api/v1`, `/apis`, `/apis/{group}`, `/apis/{group}/{version}` answer
+ *   APIVersions / APIGroupList / APIGroup / APIResourceList built from a set of installed resources
+ *   (`DEFAULT_RESOURCES`, or `opts.resources`), changed at run time with `installResource` /
+ *   `uninstallResource` (a CRD being installed or deleted). Unknown group/versions are a 404, and so
+ *   is a LIST or WATCH of a resource that is not installed, like a real apiserver. (Other verbs on an
+ *   uninstalled resource still work, so tests can stage objects before "installing" their CRD.)
  *
  * Simplifications (on purpose): no schema validation or defaulting beyond `opts.defaulters`,
  * objects are stored per group/version (not converted between versions), server-side apply does not
@@ -70,6 +79,8 @@ export interface FaultMatcher {
   path?: string | RegExp
   /** How many matching requests are affected (default 1; Infinity for all). */
   times?: number
+  /** true: only WATCH requests (`?watch=true`); false: only requests that are not watches. Default: both. */
+  watch?: boolean
 }
 
 export type FaultAction =
@@ -104,7 +115,42 @@ export interface ObjectStore {
   readonly resourceVersion: number
 }
 
+/** A resource the server serves (what a CRD, or a built-in API, installs). */
+export interface InstalledResource {
+  group: string // '' for the core group
+  version: string
+  kind: string
+  plural: string
+  /** Default true. */
+  namespaced?: boolean
+}
+
+/**
+ * What is installed unless `opts.resources` says otherwise: the core resources the project touches
+ * (a real apiserver always serves them), batch Jobs, coordination Leases, StorageClasses, and
+ * VolSync's two CRDs. Other CRDs (VolumeSnapshots, Velero, K8up, ...) are not installed.
+ */
+export const DEFAULT_RESOURCES: readonly InstalledResource[] = [
+  { group: '', version: 'v1', kind: 'PersistentVolumeClaim', plural: 'persistentvolumeclaims' },
+  { group: '', version: 'v1', kind: 'Secret', plural: 'secrets' },
+  { group: '', version: 'v1', kind: 'Namespace', plural: 'namespaces', namespaced: false },
+  { group: '', version: 'v1', kind: 'Event', plural: 'events' },
+  { group: '', version: 'v1', kind: 'ConfigMap', plural: 'configmaps' },
+  { group: '', version: 'v1', kind: 'Pod', plural: 'pods' },
+  { group: '', version: 'v1', kind: 'Service', plural: 'services' },
+  { group: '', version: 'v1', kind: 'ServiceAccount', plural: 'serviceaccounts' },
+  { group: '', version: 'v1', kind: 'PersistentVolume', plural: 'persistentvolumes', namespaced: false },
+  { group: '', version: 'v1', kind: 'Node', plural: 'nodes', namespaced: false },
+  { group: 'batch', version: 'v1', kind: 'Job', plural: 'jobs' },
+  { group: 'coordination.k8s.io', version: 'v1', kind: 'Lease', plural: 'leases' },
+  { group: 'storage.k8s.io', version: 'v1', kind: 'StorageClass', plural: 'storageclasses', namespaced: false },
+  { group: 'volsync.backube', version: 'v1alpha1', kind: 'ReplicationSource', plural: 'replicationsources' },
+  { group: 'volsync.backube', version: 'v1alpha1', kind: 'ReplicationDestination', plural: 'replicationdestinations' },
+]
+
 export interface FakeApiServerOptions {
+  /** The resources served (default DEFAULT_RESOURCES). */
+  resources?: readonly InstalledResource[]
   /** Bearer token the server accepts (default `fake-token`). */
   token?: string
   /** Port to listen on (default: any free port). */
@@ -122,6 +168,23 @@ export interface FakeApiServer {
   fail(matcher: FaultMatcher, action: FaultAction | number): Fault
   /** Requests matching method (and path glob/RegExp), ignoring watches unless asked. */
   requestsMatching(method: string, path?: string | RegExp): RecordedRequest[]
+  /** Serve a resource from now on (like installing a CRD). Replaces an entry with the same group/version/plural. */
+  installResource(resource: InstalledResource): void
+  /**
+   * Stop serving a resource (like deleting its CRD): it leaves discovery, its open watches end, its
+   * stored objects are removed, and LIST/WATCH of it answer 404. Returns whether it was installed.
+   */
+  uninstallResource(resource: { group: string; version: string; plural: string }): boolean
+  /** The resources currently served. */
+  installedResources(): InstalledResource[]
+  /** Open WATCH streams, optionally only those on a collection path (cluster-wide form, e.g. `/api/v1/secrets`). */
+  openWatches(apiPath?: string): number
+  /**
+   * End open WATCH streams (all, or those of one collection), as an apiserver restart or a load
+   * balancer would: cleanly (the chunked body ends) by default, or by destroying the connection.
+   * Returns how many were ended.
+   */
+  dropWatches(opts?: { apiPath?: string; destroy?: boolean }): number
   close(): Promise<void>
 }
 
@@ -233,6 +296,8 @@ function qualified(r: { group: string; resource: string }): string {
 function isBuiltinGroup(group: string): boolean {
   return group === '' || !group.includes('.') || group.endsWith('.k8s.io')
 }
+
+const NAMESPACES_PATH = '/api/v1/namespaces'
 
 const CORE_KINDS: Record<string, string> = {
   secrets: 'Secret',
@@ -392,6 +457,7 @@ interface HistoryEvent {
 }
 
 interface Watcher {
+  req: http.IncomingMessage
   apiPath: string
   namespace?: string
   labels: Requirement
@@ -428,6 +494,52 @@ export async function startFakeApiServer(opts: FakeApiServerOptions = {}): Promi
   }
 
   const kindFor = (r: Route): string | undefined => kinds.get(r.apiPath) ?? CORE_KINDS[r.resource]
+
+  // -- installed resources (discovery) -------------------------------------------------------
+
+  /** Keyed by collection apiPath, e.g. `/apis/batch/v1/jobs`. */
+  const installed = new Map<string, Required<InstalledResource>>()
+  const apiPathOf = (r: { group: string; version: string; plural: string }) => (r.group ? `/apis/${r.group}/${r.version}/${r.plural}` : `/api/${r.version}/${r.plural}`)
+
+  function install(resource: InstalledResource): void {
+    if (!resource.plural || !resource.kind || !resource.version) throw new Error('fake apiserver: a resource needs version, kind and plural')
+    const r: Required<InstalledResource> = { namespaced: true, ...resource }
+    installed.set(apiPathOf(r), r)
+    kinds.set(apiPathOf(r), r.kind)
+  }
+  for (const r of opts.resources ?? DEFAULT_RESOURCES) install(r)
+
+  const groupVersion = (group: string, version: string) => (group ? `${group}/${version}` : version)
+
+  function resourceList(group: string, version: string): unknown | undefined {
+    const rs = [...installed.values()].filter((r) => r.group === group && r.version === version)
+    if (rs.length === 0) return undefined
+    const verbs = ['create', 'delete', 'deletecollection', 'get', 'list', 'patch', 'update', 'watch']
+    return {
+      kind: 'APIResourceList',
+      apiVersion: 'v1',
+      groupVersion: groupVersion(group, version),
+      resources: rs.flatMap((r) => [
+        { name: r.plural, singularName: r.kind.toLowerCase(), namespaced: r.namespaced, kind: r.kind, verbs },
+        // Subresources are listed too; clients must skip names with a slash.
+        { name: `${r.plural}/status`, singularName: '', namespaced: r.namespaced, kind: r.kind, verbs: ['get', 'patch', 'update'] },
+      ]),
+    }
+  }
+
+  function apiGroups(): Array<{ name: string; versions: Array<{ groupVersion: string; version: string }>; preferredVersion: { groupVersion: string; version: string } }> {
+    const groups = new Map<string, string[]>()
+    for (const r of installed.values()) {
+      if (!r.group) continue
+      const vs = groups.get(r.group) ?? groups.set(r.group, []).get(r.group)!
+      if (!vs.includes(r.version)) vs.push(r.version)
+    }
+    return [...groups].map(([name, versions]) => ({
+      name,
+      versions: versions.map((version) => ({ groupVersion: `${name}/${version}`, version })),
+      preferredVersion: { groupVersion: `${name}/${versions[0]}`, version: versions[0]! },
+    }))
+  }
 
   // -- watch plumbing ------------------------------------------------------------------------
 
@@ -477,10 +589,27 @@ export async function startFakeApiServer(opts: FakeApiServerOptions = {}): Promi
     opts.defaulters?.[apiPath]?.(obj)
   }
 
+  /**
+   * What the apiserver sets on a new object beyond identity: a Namespace gets the `kubernetes` spec
+   * finalizer (so its deletion waits for the namespace controller) and phase Active.
+   */
+  function defaultNew(apiPath: string, obj: StoredObject): void {
+    if (apiPath !== NAMESPACES_PATH) return
+    const spec = isPlainObject(obj.spec) ? obj.spec : {}
+    obj.spec = { ...spec, finalizers: Array.isArray(spec.finalizers) ? spec.finalizers : ['kubernetes'] }
+    obj.status = { phase: 'Active', ...(isPlainObject(obj.status) ? obj.status : {}) }
+  }
+
+  /** Finalizers that keep an object marked for deletion: metadata.finalizers, and a Namespace's spec.finalizers. */
+  function hasFinalizers(apiPath: string, obj: StoredObject): boolean {
+    if (obj.metadata.finalizers?.length) return true
+    return apiPath === NAMESPACES_PATH && Array.isArray((obj.spec as { finalizers?: unknown } | undefined)?.finalizers) && (obj.spec as { finalizers: unknown[] }).finalizers.length > 0
+  }
+
   function storeWrite(apiPath: string, obj: StoredObject, old: StoredObject | undefined): StoredObject {
     obj.metadata.resourceVersion = String(++rv)
     // A write that removes the last finalizer of an object marked for deletion completes the deletion.
-    if (old && obj.metadata.deletionTimestamp && !(obj.metadata.finalizers?.length)) {
+    if (old && obj.metadata.deletionTimestamp && !hasFinalizers(apiPath, obj)) {
       bucket(apiPath).delete(keyOf(obj.metadata.namespace, obj.metadata.name))
       emit(apiPath, 'DELETED', obj)
       return clone(obj)
@@ -499,6 +628,7 @@ export async function startFakeApiServer(opts: FakeApiServerOptions = {}): Promi
       const p = normalizeApiPath(apiPath)
       const obj = clone(object)
       const old = store.get(p)?.get(keyOf(obj.metadata.namespace, obj.metadata.name))
+      if (!old) defaultNew(p, obj)
       complete(p, obj)
       obj.metadata.uid ??= old?.metadata.uid ?? randomUUID()
       obj.metadata.creationTimestamp ??= old?.metadata.creationTimestamp ?? now()
@@ -653,6 +783,7 @@ export async function startFakeApiServer(opts: FakeApiServerOptions = {}): Promi
     if (obj.spec !== undefined) obj.metadata.generation = 1
     else delete obj.metadata.generation
     delete obj.metadata.managedFields
+    defaultNew(r.apiPath, obj)
     complete(r.apiPath, obj)
     setManaged(obj, ctx, operation)
     if (ctx.dryRun) return reply(ctx.res, 201, obj)
@@ -687,6 +818,7 @@ export async function startFakeApiServer(opts: FakeApiServerOptions = {}): Promi
   function handleWatch(ctx: Ctx, req: http.IncomingMessage): void {
     const r = ctx.route
     const w: Watcher = {
+      req,
       apiPath: r.apiPath,
       namespace: r.namespace,
       labels: parseLabelSelector(ctx.query.labelSelector),
@@ -722,6 +854,8 @@ export async function startFakeApiServer(opts: FakeApiServerOptions = {}): Promi
       if (!ctx.res.writableEnded) ctx.res.end()
     }
     req.on('close', () => watchers.delete(w))
+    // The request's 'close' may have fired already (its body was read); the response's marks the end of the stream.
+    ctx.res.on('close', () => watchers.delete(w))
     const timeoutSeconds = Number(ctx.query.timeoutSeconds)
     if (timeoutSeconds > 0) {
       const t = setTimeout(stop, timeoutSeconds * 1000)
@@ -747,12 +881,13 @@ export async function startFakeApiServer(opts: FakeApiServerOptions = {}): Promi
       throw conflict(r, name, `Precondition failed: ResourceVersion in precondition: ${String(pre.resourceVersion)}, ResourceVersion in object meta: ${old.metadata.resourceVersion}`)
     }
     const dryRun = ctx.dryRun || (Array.isArray(options.dryRun) && options.dryRun.includes('All'))
-    if (old.metadata.finalizers?.length) {
+    if (hasFinalizers(r.apiPath, old)) {
       // Graceful: only marked for deletion; the object goes away when its finalizers are removed.
       const marked = clone(old)
       if (!marked.metadata.deletionTimestamp) {
         marked.metadata.deletionTimestamp = now()
         marked.metadata.deletionGracePeriodSeconds = 0
+        if (r.apiPath === NAMESPACES_PATH) marked.status = { ...(isPlainObject(marked.status) ? marked.status : {}), phase: 'Terminating' }
         if (dryRun) return reply(ctx.res, 200, marked)
         return reply(ctx.res, 200, storeWrite(r.apiPath, marked, old))
       }
@@ -823,6 +958,8 @@ export async function startFakeApiServer(opts: FakeApiServerOptions = {}): Promi
     switch (ctx.method) {
       case 'GET': {
         if (!r.name) {
+          // A collection nobody installed: the apiserver has no handler for it at all.
+          if (!installed.has(r.apiPath)) throw new HttpError(404, 'the server could not find the requested resource')
           if (ctx.query.watch === 'true' || ctx.query.watch === '1') return handleWatch(ctx, req)
           return handleList(ctx)
         }
@@ -858,26 +995,24 @@ export async function startFakeApiServer(opts: FakeApiServerOptions = {}): Promi
     res.end(text)
   }
 
-  function discovery(pathname: string): unknown | undefined {
+  /** A discovery document, `null` for a discovery path that is not served (404), undefined for other paths. */
+  function discovery(pathname: string): unknown | null | undefined {
     if (pathname === '/version') {
       return { major: '1', minor: '31', gitVersion: 'v1.31.0-fake', platform: 'linux/amd64' }
     }
-    if (pathname === '/api') return { kind: 'APIVersions', versions: ['v1'], serverAddressByClientCIDRs: [{ clientCIDR: '0.0.0.0/0', serverAddress: '127.0.0.1' }] }
-    if (pathname === '/apis') {
-      const groups = new Map<string, Set<string>>()
-      for (const p of store.keys()) {
-        const r = parseRoute(p)
-        if (r?.group) (groups.get(r.group) ?? groups.set(r.group, new Set()).get(r.group)!).add(r.version)
+    const segs = pathname.split('/').filter(Boolean).map(decodeURIComponent)
+    if (segs[0] === 'api') {
+      if (segs.length === 1) return { kind: 'APIVersions', versions: ['v1'], serverAddressByClientCIDRs: [{ clientCIDR: '0.0.0.0/0', serverAddress: '127.0.0.1' }] }
+      if (segs.length === 2) return resourceList('', segs[1]!) ?? null
+      return undefined
+    }
+    if (segs[0] === 'apis') {
+      if (segs.length === 1) return { kind: 'APIGroupList', apiVersion: 'v1', groups: apiGroups() }
+      if (segs.length === 2) {
+        const g = apiGroups().find((g) => g.name === segs[1])
+        return g ? { kind: 'APIGroup', apiVersion: 'v1', ...g } : null
       }
-      return {
-        kind: 'APIGroupList',
-        apiVersion: 'v1',
-        groups: [...groups].map(([name, versions]) => ({
-          name,
-          versions: [...versions].map((version) => ({ groupVersion: `${name}/${version}`, version })),
-          preferredVersion: { groupVersion: `${name}/${[...versions][0]}`, version: [...versions][0] },
-        })),
-      }
+      if (segs.length === 3) return resourceList(segs[1]!, segs[2]!) ?? null
     }
     return undefined
   }
@@ -892,8 +1027,14 @@ export async function startFakeApiServer(opts: FakeApiServerOptions = {}): Promi
     return re.test(path)
   }
 
-  function takeFault(method: string, path: string): ActiveFault | undefined {
-    const f = faults.find((f) => f.remaining > 0 && (!f.matcher.method || f.matcher.method.toUpperCase() === method) && pathMatches(f.matcher.path, path))
+  function takeFault(method: string, path: string, isWatch: boolean): ActiveFault | undefined {
+    const f = faults.find(
+      (f) =>
+        f.remaining > 0 &&
+        (!f.matcher.method || f.matcher.method.toUpperCase() === method) &&
+        pathMatches(f.matcher.path, path) &&
+        (f.matcher.watch === undefined || f.matcher.watch === isWatch),
+    )
     if (f) {
       f.remaining--
       f.hits++
@@ -944,7 +1085,7 @@ export async function startFakeApiServer(opts: FakeApiServerOptions = {}): Promi
 
     if (req.headers.authorization !== `Bearer ${token}`) return fail(new HttpError(401, 'Unauthorized'))
 
-    const fault = takeFault(method, url.pathname)
+    const fault = takeFault(method, url.pathname, query.watch === 'true' || query.watch === '1')
     if (fault) {
       const a = fault.action
       if ('reset' in a) return void req.socket.destroy()
@@ -965,6 +1106,7 @@ export async function startFakeApiServer(opts: FakeApiServerOptions = {}): Promi
     }
 
     const disc = method === 'GET' ? discovery(url.pathname) : undefined
+    if (disc === null) return fail(new HttpError(404, 'the server could not find the requested resource'))
     if (disc) return reply(res, 200, disc)
     if (url.pathname === '/healthz' || url.pathname === '/readyz' || url.pathname === '/livez') {
       res.writeHead(200, { 'Content-Type': 'text/plain' })
@@ -1037,6 +1179,40 @@ export async function startFakeApiServer(opts: FakeApiServerOptions = {}): Promi
     },
     requestsMatching(method, path) {
       return requests.filter((q) => q.method === method.toUpperCase() && pathMatches(path, q.path) && q.query.watch === undefined)
+    },
+    installResource(resource) {
+      install(resource)
+    },
+    uninstallResource(resource) {
+      const p = apiPathOf(resource)
+      if (!installed.delete(p)) return false
+      // Deleting a CRD ends its watches and deletes its objects (no events: nobody can watch it any more).
+      for (const w of [...watchers]) {
+        if (w.apiPath !== p) continue
+        watchers.delete(w)
+        if (!w.res.writableEnded) w.res.end()
+      }
+      store.delete(p)
+      return true
+    },
+    installedResources() {
+      return [...installed.values()].map((r) => ({ ...r }))
+    },
+    openWatches(apiPath) {
+      const p = apiPath === undefined ? undefined : normalizeApiPath(apiPath)
+      return [...watchers].filter((w) => (p === undefined || w.apiPath === p) && !w.res.destroyed && !w.res.writableEnded).length
+    },
+    dropWatches(o = {}) {
+      const p = o.apiPath === undefined ? undefined : normalizeApiPath(o.apiPath)
+      let n = 0
+      for (const w of [...watchers]) {
+        if (p !== undefined && w.apiPath !== p) continue
+        watchers.delete(w)
+        n++
+        if (o.destroy) w.req.socket.destroy()
+        else if (!w.res.writableEnded) w.res.end()
+      }
+      return n
     },
     async close() {
       closing = true

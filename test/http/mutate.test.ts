@@ -35,7 +35,7 @@ function appWith(opts: { store?: BackupStore; config?: Config } = {}) {
   const config = opts.config ?? configWith()
   const log = captureLogger()
   const store = opts.store ?? createBackupStore(config.store)
-  const app = buildServer({ deps: { config, store, cluster: null, logger: log.logger }, logger: log.logger, bodyLimitBytes: config.server.bodyLimitBytes })
+  const app = buildServer({ deps: { config, store, cluster: null, inFlight: null, logger: log.logger }, logger: log.logger, bodyLimitBytes: config.server.bodyLimitBytes })
   t.teardown(() => app.close())
   return { app, log }
 }

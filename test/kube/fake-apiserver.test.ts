@@ -119,6 +119,27 @@ t.test('DELETE honours preconditions and finalizers', async (t) => {
   t.equal(server.objects.get(apiPathFor('volsync.backube/v1alpha1', 'replicationdestinations'), 'media', 'rd'), undefined)
 })
 
+t.test('Namespaces: spec finalizer defaulted; DELETE leaves them Terminating until it is removed', async (t) => {
+  const { server, core } = await setup(t)
+  const NSP = '/api/v1/namespaces'
+  const created = await core.createNamespace({ body: { metadata: { name: 'media' } } })
+  t.strictSame(created.spec?.finalizers, ['kubernetes'])
+  t.equal(created.status?.phase, 'Active')
+  t.strictSame(server.objects.put(NSP, { metadata: { name: 'backdoor' } }).spec, { finalizers: ['kubernetes'] }, 'also through the backdoor')
+
+  await core.deleteNamespace({ name: 'media' })
+  const terminating = server.objects.get(NSP, undefined, 'media')!
+  t.ok(terminating.metadata.deletionTimestamp)
+  t.equal((terminating.status as { phase: string }).phase, 'Terminating')
+  // Marking a namespace for deletion through the backdoor keeps it, too.
+  server.objects.update(NSP, undefined, 'backdoor', (o) => (o.metadata.deletionTimestamp = '2030-01-01T00:00:00Z'))
+  t.ok(server.objects.get(NSP, undefined, 'backdoor'), 'still there while spec.finalizers is set')
+  // The namespace controller's part: once the finalizer goes, so does the namespace.
+  server.objects.update(NSP, undefined, 'media', (o) => ((o.spec as { finalizers: string[] }).finalizers = []))
+  t.equal(server.objects.get(NSP, undefined, 'media'), undefined)
+  t.equal((await raw(server, 'GET', `${NSP}/media`)).status, 404)
+})
+
 t.test('PATCH: server-side apply, merge patch, JSON patch', async (t) => {
   const { server, core } = await setup(t)
   const apply = setHeaderOptions('Content-Type', PatchStrategy.ServerSideApply)
@@ -328,4 +349,98 @@ t.test('discovery endpoints', async (t) => {
   const { server } = await setup(t)
   t.match((await raw(server, 'GET', '/version')).body, { major: '1', gitVersion: /^v1\./ })
   t.match((await raw(server, 'GET', '/api')).body, { kind: 'APIVersions', versions: ['v1'] })
+
+  const core = (await raw(server, 'GET', '/api/v1')).body
+  t.match(core, { kind: 'APIResourceList', groupVersion: 'v1' })
+  const coreNames = core.resources.map((r: { name: string }) => r.name)
+  for (const n of ['persistentvolumeclaims', 'secrets', 'namespaces', 'events', 'persistentvolumeclaims/status']) t.ok(coreNames.includes(n), `core serves ${n}`)
+  t.match(core.resources.find((r: { name: string }) => r.name === 'namespaces'), { kind: 'Namespace', namespaced: false, verbs: ['create', 'delete', 'deletecollection', 'get', 'list', 'patch', 'update', 'watch'] })
+  t.match(core.resources.find((r: { name: string }) => r.name === 'persistentvolumeclaims'), { kind: 'PersistentVolumeClaim', namespaced: true, singularName: 'persistentvolumeclaim' })
+
+  const groups = (await raw(server, 'GET', '/apis')).body
+  t.equal(groups.kind, 'APIGroupList')
+  const volsync = groups.groups.find((g: { name: string }) => g.name === 'volsync.backube')
+  t.strictSame(volsync, { name: 'volsync.backube', versions: [{ groupVersion: 'volsync.backube/v1alpha1', version: 'v1alpha1' }], preferredVersion: { groupVersion: 'volsync.backube/v1alpha1', version: 'v1alpha1' } })
+  t.ok(groups.groups.some((g: { name: string }) => g.name === 'batch'))
+  t.notOk(groups.groups.some((g: { name: string }) => g.name === 'snapshot.storage.k8s.io'), 'CRDs beyond VolSync are not installed by default')
+  t.match((await raw(server, 'GET', '/apis/batch')).body, { kind: 'APIGroup', name: 'batch', preferredVersion: { version: 'v1' } })
+  const vs = (await raw(server, 'GET', '/apis/volsync.backube/v1alpha1')).body
+  t.strictSame(vs.resources.filter((r: { name: string }) => !r.name.includes('/')).map((r: { name: string }) => r.name).sort(), ['replicationdestinations', 'replicationsources'])
+  t.equal((await raw(server, 'GET', '/apis/batch/v1')).body.resources[0].kind, 'Job')
+
+  for (const p of ['/api/v2', '/apis/snapshot.storage.k8s.io', '/apis/snapshot.storage.k8s.io/v1', '/apis/volsync.backube/v1beta1']) {
+    const r = await raw(server, 'GET', p)
+    t.equal(r.status, 404, `${p} is not served`)
+    t.match(r.body, { kind: 'Status', reason: 'NotFound', message: 'the server could not find the requested resource' })
+  }
+})
+
+t.test('installResource / uninstallResource: discovery, and LIST/WATCH 404 like a real apiserver', async (t) => {
+  const { server, custom } = await setup(t)
+  const SNAPS = '/apis/snapshot.storage.k8s.io/v1/volumesnapshots'
+  const snap = { group: 'snapshot.storage.k8s.io', version: 'v1', kind: 'VolumeSnapshot', plural: 'volumesnapshots' }
+  const list = await raw(server, 'GET', SNAPS)
+  t.equal(list.status, 404, 'list of an uninstalled resource')
+  t.match(list.body, { reason: 'NotFound', message: 'the server could not find the requested resource' })
+  t.equal((await raw(server, 'GET', '/apis/snapshot.storage.k8s.io/v1/namespaces/media/volumesnapshots')).status, 404, 'namespaced list too')
+  t.equal((await raw(server, 'GET', `${SNAPS}?watch=true`)).status, 404, 'watch too')
+  const watchErr = await new Promise<{ statusCode?: number }>((resolve) => void new Watch(server.kubeConfig).watch(SNAPS, {}, () => {}, resolve))
+  t.equal(watchErr.statusCode, 404, 'client-node Watch sees the 404')
+  // Staging objects through the backdoor still works (they show once the CRD is installed).
+  server.objects.put(SNAPS, { apiVersion: 'snapshot.storage.k8s.io/v1', kind: 'VolumeSnapshot', metadata: { name: 's', namespace: 'media' }, spec: {} })
+
+  server.installResource(snap)
+  t.match(server.installedResources().find((r) => r.plural === 'volumesnapshots'), { ...snap, namespaced: true })
+  t.match((await raw(server, 'GET', '/apis/snapshot.storage.k8s.io/v1')).body, { groupVersion: 'snapshot.storage.k8s.io/v1', resources: [{ name: 'volumesnapshots', kind: 'VolumeSnapshot', namespaced: true }] })
+  t.ok((await raw(server, 'GET', '/apis')).body.groups.some((g: { name: string }) => g.name === 'snapshot.storage.k8s.io'))
+  const listed = (await custom.listClusterCustomObject({ group: 'snapshot.storage.k8s.io', version: 'v1', plural: 'volumesnapshots' })) as { kind: string; items: KubernetesObject[] }
+  t.equal(listed.kind, 'VolumeSnapshotList')
+  t.match(listed.items, [{ metadata: { name: 's' } }])
+
+  // Open a watch, then delete the "CRD": the watch ends, the objects go, the group leaves discovery.
+  const ended = new Promise<unknown>((resolve) => void new Watch(server.kubeConfig).watch(SNAPS, {}, () => {}, resolve))
+  await until(() => server.openWatches(SNAPS) === 1, 'watch open')
+  t.equal(server.uninstallResource(snap), true)
+  t.equal(await ended, null, 'the watch ended cleanly')
+  t.equal(server.openWatches(SNAPS), 0)
+  t.equal(server.uninstallResource(snap), false, 'already gone')
+  t.equal((await raw(server, 'GET', SNAPS)).status, 404)
+  t.equal((await raw(server, 'GET', '/apis/snapshot.storage.k8s.io/v1')).status, 404)
+  t.notOk((await raw(server, 'GET', '/apis')).body.groups.some((g: { name: string }) => g.name === 'snapshot.storage.k8s.io'))
+  t.equal(server.objects.list(SNAPS).length, 0, 'its objects were deleted with it')
+
+  // A server with only the resources asked for.
+  const minimal = await startFakeApiServer({ resources: [{ group: '', version: 'v1', kind: 'Secret', plural: 'secrets' }] })
+  t.teardown(() => minimal.close())
+  t.strictSame((await raw(minimal, 'GET', '/api/v1')).body.resources.map((r: { name: string }) => r.name), ['secrets', 'secrets/status'])
+  t.strictSame((await raw(minimal, 'GET', '/apis')).body.groups, [])
+  t.equal((await raw(minimal, 'GET', '/api/v1/configmaps')).status, 404)
+})
+
+t.test('openWatches / dropWatches: clean end or broken connection; watch-only faults', async (t) => {
+  const { server } = await setup(t)
+  const done: unknown[] = []
+  const watch = new Watch(server.kubeConfig)
+  await watch.watch(CM, {}, () => {}, (err) => done.push(err))
+  await watch.watch('/api/v1/secrets', {}, () => {}, (err) => done.push(err))
+  await until(() => server.openWatches() === 2, 'two watches')
+  t.equal(server.openWatches('/api/v1/configmaps'), 1)
+  t.equal(server.dropWatches({ apiPath: '/api/v1/configmaps' }), 1)
+  await until(() => done.length === 1, 'configmaps watch ended')
+  t.equal(done[0], null, 'a clean end')
+  t.equal(server.dropWatches({ destroy: true }), 1)
+  await until(() => done.length === 2, 'secrets watch ended')
+  t.match(done[1], { code: 'ERR_STREAM_PREMATURE_CLOSE' }, 'a broken connection')
+  t.equal(server.openWatches(), 0)
+
+  // `watch: true` faults only hit watches, `watch: false` only the rest.
+  const onlyWatch = server.fail({ path: CM, watch: true }, { status: 503 })
+  t.equal((await raw(server, 'GET', CM)).status, 200, 'a list passes')
+  t.equal((await raw(server, 'GET', `${CM}?watch=true&timeoutSeconds=1`)).status, 503)
+  t.equal(onlyWatch.hits, 1)
+  server.fail({ path: CM, watch: false }, { status: 500 })
+  const w = await fetch(`${server.url}${CM}?watch=true&timeoutSeconds=1`, { headers: { Authorization: `Bearer ${server.token}` } })
+  t.equal(w.status, 200, 'a watch passes')
+  await w.body?.cancel()
+  t.equal((await raw(server, 'GET', CM)).status, 500)
 })
