@@ -90,6 +90,11 @@ t.test('a syncing ReplicationSource blocks the delete, naming it; answers make n
   t.equal(decisionRequests(), before, '201 DELETE decisions, 0 API requests (discovery and watch streams aside)')
   const dry = await validate(fixtureReview('delete-dryrun.validating.json'))
   t.equal(dry.allowed, false, 'a dry-run delete gets the same answer')
+  const relabelled = await validate(fixtureReview('delete-after-relabel.validating.json'))
+  t.equal(relabelled.allowed, false, 'a PVC whose tier label changed is still guarded')
+  const unlabelled = fixtureReview('delete.validating.json')
+  delete unlabelled.request.oldObject.metadata.labels.backup
+  t.equal((await validate(unlabelled)).allowed, false, 'so is one whose label was removed: the guard follows the objects, not the label')
 })
 
 t.test('when the sync finishes the delete goes through', async (t) => {

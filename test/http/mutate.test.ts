@@ -171,6 +171,18 @@ t.test('bodies of several MiB are accepted; past the limit is a 413 with a reaso
   t.match(huge.json.message, /too large|exceeds|limit/i)
 })
 
+t.test('standalone /validate: only the PVC itself can be checked, and the answer says so', async (t) => {
+  const { app } = appWith()
+  const call = async (file: string) => JSON.parse((await app.inject({ method: 'POST', url: '/validate', payload: fixtureBody(file), headers: { 'content-type': 'application/json' } })).body).response
+  const plain = await call('delete.validating.json')
+  t.equal(plain.allowed, true)
+  t.match(plain.warnings, [/standalone mode .* backup objects were not checked/])
+  t.notOk(plain.patch, 'never a patch on DELETE')
+  const populating = await call('delete-with-datasourceref.validating.json')
+  t.equal(populating.allowed, false, 'a PVC still being populated is refused even without watches')
+  t.match(populating.status.message, /ReplicationDestination config-restore/)
+})
+
 t.test('health endpoints', async (t) => {
   const { app } = appWith()
   t.equal((await app.inject({ method: 'GET', url: '/healthz' })).statusCode, 200)
