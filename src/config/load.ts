@@ -8,7 +8,7 @@ import { parse as parseYaml } from 'yaml'
 import { BUILTIN_RULES } from '../inflight/rules.js'
 import { mergeRules, parseRules } from '../inflight/match.js'
 import type { InFlightRule } from '../inflight/types.js'
-import { defaultConfig, type Config, type TierConfig } from './schema.js'
+import { defaultConfig, type BackupSourceConfig, type Config, type TierConfig } from './schema.js'
 
 export class ConfigError extends Error {
   constructor(
@@ -46,6 +46,7 @@ const envOverrides: Array<[string, string, EnvType]> = [
   ['SMART_RESTORE_KUBE_MODE', 'kube.mode', 'string'],
   ['SMART_RESTORE_NAMESPACE_DELETION', 'deletionGuard.namespaceDeletion', 'string'],
   ['SMART_RESTORE_RESTIC_LOCKS', 'deletionGuard.resticLocks.enabled', 'boolean'],
+  ['SMART_RESTORE_RECONCILER', 'reconciler.enabled', 'boolean'],
   ['LOG_LEVEL', 'logLevel', 'string'],
 ]
 
@@ -171,13 +172,42 @@ function rejectUnknown(v: Json, field: string, known: string[]): void {
   }
 }
 
+/** A cron expression with Jenkins-style `H`/`H(a-b)` in the minute and hour fields. */
+export function validSchedule(schedule: string): boolean {
+  const fields = schedule.trim().split(/\s+/)
+  if (fields.length === 5) {
+    for (const [i, f] of fields.entries()) {
+      const m = /^H(?:\((\d+)-(\d+)\))?$/.exec(f)
+      if (!m) continue
+      if (i > 1) return false
+      const max = i === 0 ? 59 : 23
+      if (m[1] !== undefined && (Number(m[1]) > Number(m[2]) || Number(m[2]) > max)) return false
+    }
+  }
+  return CRON.test(schedule.replace(/H(\(\d+-\d+\))?/g, '0'))
+}
+
+function validateBackupSettings(v: unknown, field: string, partial: boolean): Partial<BackupSourceConfig> {
+  const b = obj(v, field)
+  rejectUnknown(b, field, ['copyMethod', 'volumeSnapshotClassName', 'storageClassName', 'cacheCapacity', 'cacheStorageClassName', 'pruneIntervalDays', 'moverServiceAccount', 'moverSecurityContext'])
+  const out: Partial<BackupSourceConfig> = {}
+  if (b.copyMethod !== undefined || !partial) out.copyMethod = oneOf(b.copyMethod, `${field}.copyMethod`, ['Snapshot', 'Clone', 'Direct'] as const)
+  for (const k of ['volumeSnapshotClassName', 'storageClassName', 'cacheCapacity', 'cacheStorageClassName', 'moverServiceAccount'] as const) {
+    const value = str(b[k], `${field}.${k}`, { optional: true })
+    if (value !== undefined) out[k] = value
+  }
+  if (b.pruneIntervalDays !== undefined) out.pruneIntervalDays = int(b.pruneIntervalDays, `${field}.pruneIntervalDays`, 1, 365)
+  if (b.moverSecurityContext !== undefined) out.moverSecurityContext = obj(b.moverSecurityContext, `${field}.moverSecurityContext`)
+  return out
+}
+
 function validateTier(name: string, v: unknown): TierConfig {
   const field = `tiers.${name}`
   if (!DNS1123_LABEL.test(name) || name.length > 63) throw new ConfigError(field, 'a tier name must be a valid label value (lowercase letters, digits, -)')
   const t = obj(v, field)
-  rejectUnknown(t, field, ['schedule', 'retain'])
+  rejectUnknown(t, field, ['schedule', 'retain', 'overrides'])
   const schedule = str(t.schedule, `${field}.schedule`)!
-  if (!CRON.test(schedule)) throw new ConfigError(`${field}.schedule`, `${JSON.stringify(schedule)} is not a 5-field cron expression or @hourly/@daily/...`)
+  if (!validSchedule(schedule)) throw new ConfigError(`${field}.schedule`, `${JSON.stringify(schedule)} is not a 5-field cron expression (H or H(a-b) allowed in minute and hour) or @hourly/@daily/...`)
   const retainIn = obj(t.retain, `${field}.retain`)
   const retain: Record<string, number | string> = {}
   for (const [k, rv] of Object.entries(retainIn)) {
@@ -188,7 +218,9 @@ function validateTier(name: string, v: unknown): TierConfig {
   if (Object.keys(retain).length === 0) {
     throw new ConfigError(`${field}.retain`, 'must keep something: without retain restic keeps only the last snapshot')
   }
-  return { schedule, retain }
+  const tier: TierConfig = { schedule, retain }
+  if (t.overrides !== undefined) tier.overrides = validateBackupSettings(t.overrides, `${field}.overrides`, true)
+  return tier
 }
 
 function validateTemplate(v: unknown, field: string, placeholders: string[]): string {
@@ -224,6 +256,12 @@ export function validateConfig(input: unknown): Config {
   const tiers: Record<string, TierConfig> = {}
   for (const [name, t] of Object.entries(tiersIn)) tiers[name] = validateTier(name, t)
   if (Object.keys(tiers).length === 0) throw new ConfigError('tiers', 'at least one tier is required')
+
+  const namespaceDefaultTierLabel = str(c.namespaceDefaultTierLabel, 'namespaceDefaultTierLabel')!
+  if (!LABEL_NAME.test(namespaceDefaultTierLabel)) throw new ConfigError('namespaceDefaultTierLabel', `${JSON.stringify(namespaceDefaultTierLabel)} is not a valid label key`)
+  const backup = validateBackupSettings(c.backup, 'backup', false) as BackupSourceConfig
+  const reconciler = obj(c.reconciler, 'reconciler')
+  rejectUnknown(reconciler, 'reconciler', ['enabled', 'resyncMs', 'workers'])
 
   if (!Array.isArray(c.excludedNamespaces)) throw new ConfigError('excludedNamespaces', 'must be a list of namespace names')
   const excludedNamespaces = c.excludedNamespaces.map((n, i) => str(n, `excludedNamespaces[${i}]`)!)
@@ -300,6 +338,13 @@ export function validateConfig(input: unknown): Config {
     tierLabel,
     annotationPrefix,
     tiers,
+    namespaceDefaultTierLabel,
+    backup,
+    reconciler: {
+      enabled: bool(reconciler.enabled, 'reconciler.enabled'),
+      resyncMs: int(reconciler.resyncMs, 'reconciler.resyncMs', 10_000, 24 * 3_600_000),
+      workers: int(reconciler.workers, 'reconciler.workers', 1, 64),
+    },
     excludedNamespaces,
     store: {
       type,

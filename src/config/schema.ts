@@ -8,10 +8,29 @@
 import type { InFlightRule } from '../inflight/types.js'
 
 export interface TierConfig {
-  /** Cron schedule for the tier's ReplicationSource (used by the backup reconciler). */
+  /**
+   * Cron schedule of the tier's ReplicationSources. `H` (or `H(a-b)`) in the minute and hour fields
+   * is replaced per PVC by a value derived from a hash of namespace/name, so a hundred PVCs of one
+   * tier do not all back up in the same second (as in Jenkins). E.g. `H * * * *`, `H H(0-5) * * *`.
+   */
   schedule: string
   /** restic retention of the tier, passed to ReplicationSource.spec.restic.retain. */
   retain: Record<string, number | string>
+  /** Overrides of the `backup` settings for this tier. */
+  overrides?: Partial<BackupSourceConfig>
+}
+
+/** How ReplicationSources are written (per tier overridable). */
+export interface BackupSourceConfig {
+  copyMethod: 'Snapshot' | 'Clone' | 'Direct'
+  volumeSnapshotClassName?: string
+  /** Storage class of the temporary snapshot/clone volume; default: the PVC's. */
+  storageClassName?: string
+  cacheCapacity?: string
+  cacheStorageClassName?: string
+  pruneIntervalDays?: number
+  moverServiceAccount?: string
+  moverSecurityContext?: Record<string, unknown>
 }
 
 export type ProbeMode = 'list' | 'head'
@@ -93,6 +112,17 @@ export interface Config {
   /** Prefix of every annotation smart-restore reads or writes. */
   annotationPrefix: string
   tiers: Record<string, TierConfig>
+  /** Namespace label naming the tier of PVCs there that carry no tier label (the webhook adds it). */
+  namespaceDefaultTierLabel: string
+  backup: BackupSourceConfig
+  reconciler: {
+    /** Attach/adjust ReplicationSources (cluster mode only). */
+    enabled: boolean
+    /** Re-check every PVC this often even without a change (missed events, store retries). */
+    resyncMs: number
+    /** PVCs reconciled at once. */
+    workers: number
+  }
   excludedNamespaces: string[]
   store: StoreConfig
   /** What a CREATE does when the store cannot be checked: deny (safe, retryable) or treat as fresh. */
@@ -113,10 +143,13 @@ export const defaultConfig: Config = {
   tierLabel: 'backup',
   annotationPrefix: 'smart-restore.io/',
   tiers: {
-    hourly: { schedule: '0 * * * *', retain: { hourly: 24, daily: 7, weekly: 4 } },
-    daily: { schedule: '0 2 * * *', retain: { daily: 14, weekly: 8, monthly: 6 } },
-    weekly: { schedule: '0 3 * * 0', retain: { weekly: 8, monthly: 12 } },
+    hourly: { schedule: 'H * * * *', retain: { hourly: 24, daily: 7, weekly: 4 } },
+    daily: { schedule: 'H H(0-5) * * *', retain: { daily: 14, weekly: 8, monthly: 6 } },
+    weekly: { schedule: 'H H(0-5) * * 0', retain: { weekly: 8, monthly: 12 } },
   },
+  namespaceDefaultTierLabel: 'smart-restore.io/default-tier',
+  backup: { copyMethod: 'Snapshot' },
+  reconciler: { enabled: true, resyncMs: 10 * 60_000, workers: 4 },
   excludedNamespaces: ['kube-system', 'kube-node-lease', 'kube-public'],
   store: {
     type: 'local',
