@@ -105,7 +105,7 @@ export async function startService(config: Config, opts: StartOptions): Promise<
   }
   let draining = false
   const app = buildServer({
-    deps: { config, store, cluster, inFlight, logger },
+    deps: { config, store, cluster, inFlight, namespaces: view, logger },
     logger,
     https: { key: tls.key, cert: tls.cert },
     bodyLimitBytes: config.server.bodyLimitBytes,

@@ -39,6 +39,8 @@ export interface Skip {
   message: string
   warnings: string[]
   auditAnnotations: Record<string, string>
+  /** Only the namespace's default tier label, when the PVC had none: the tier stays visible. */
+  patch?: JsonPatchOperation[]
 }
 
 export interface ProbeTarget {
@@ -52,6 +54,8 @@ export interface ProbeTarget {
   /** Set when restoring from another PVC's repository. */
   restoreFrom?: { namespace: string; pvc: string }
   options: RestoreOptions
+  /** Labels the answer adds: the namespace's default tier when the PVC carries none. */
+  labelsToAdd: Record<string, string>
 }
 
 export type CreatePlan = Skip | Denial | ProbeTarget
@@ -62,6 +66,8 @@ export interface CreateRequest {
   namespace?: string
   name?: string
   object: unknown
+  /** Labels of the PVC's namespace, when known (watched cache); they may name a default tier. */
+  namespaceLabels?: Record<string, string>
 }
 
 const DNS1123_SUBDOMAIN = /^[a-z0-9]([-a-z0-9]*[a-z0-9])?(\.[a-z0-9]([-a-z0-9]*[a-z0-9])?)*$/
@@ -135,16 +141,26 @@ export function planCreate(req: CreateRequest, config: Config): CreatePlan {
   }
 
   const labels = pvc.metadata.labels ?? {}
-  const tier = labels[config.tierLabel]
-  if (tier === undefined) return skip('no-tier-label', `no ${config.tierLabel} label`)
   const tiers = Object.keys(config.tiers)
-  if (!tiers.includes(tier)) {
+  let tier = labels[config.tierLabel]
+  const labelsToAdd: Record<string, string> = {}
+  if (tier === undefined) {
+    const fallback = req.namespaceLabels?.[config.namespaceDefaultTierLabel]
+    if (fallback === undefined) return skip('no-tier-label', `no ${config.tierLabel} label`)
+    if (!tiers.includes(fallback)) {
+      return invalid('unknown-namespace-default-tier', `namespace ${namespace} has label ${config.namespaceDefaultTierLabel}=${JSON.stringify(fallback)}, which is not a backup tier; valid tiers: ${tiers.join(', ')}`)
+    }
+    // The namespace's default applies, and the label makes it visible on the PVC (and to selectors).
+    tier = fallback
+    labelsToAdd[config.tierLabel] = tier
+  } else if (!tiers.includes(tier)) {
     return invalid('unknown-tier', `label ${config.tierLabel}=${JSON.stringify(tier)} is not a backup tier; valid tiers: ${tiers.join(', ')}`)
   }
+  const labelled = (s: Skip): Skip => (Object.keys(labelsToAdd).length ? { ...s, patch: patchFor(pvc, {}, undefined, labelsToAdd) } : s)
 
   const existingSource = pvc.spec.dataSourceRef ?? pvc.spec.dataSource
   if (existingSource) {
-    return skip('has-data-source', `spec.dataSourceRef/dataSource already names ${existingSource.kind} ${existingSource.name}; the PVC is populated from it`)
+    return labelled(skip('has-data-source', `spec.dataSourceRef/dataSource already names ${existingSource.kind} ${existingSource.name}; the PVC is populated from it`))
   }
 
   const annotations = pvc.metadata.annotations ?? {}
@@ -154,10 +170,10 @@ export function planCreate(req: CreateRequest, config: Config): CreatePlan {
     if (optOut.trim() === '') {
       return invalid('opt-out-without-reason', `annotation ${skipKey} needs a reason as its value, e.g. ${skipKey}: "new volume, old data not wanted"; it stays on the PVC as the record of why no restore was checked`)
     }
-    return skip('opted-out', `restore check skipped by ${skipKey}: ${optOut.trim()}`, {
+    return labelled(skip('opted-out', `restore check skipped by ${skipKey}: ${optOut.trim()}`, {
       warnings: [`smart-restore: restore check skipped (${skipKey}): ${optOut.trim()}`],
       auditAnnotations: { 'opt-out-reason': optOut.trim() },
-    })
+    }))
   }
 
   const fromKey = annotationKey(config, ANNOTATION.restoreFrom)
@@ -165,9 +181,9 @@ export function planCreate(req: CreateRequest, config: Config): CreatePlan {
   const pvcName = pvc.metadata.name || req.name || ''
   if (pvcName === '') {
     if (fromValue !== undefined) return invalid('generated-name-restore-from', `annotation ${fromKey} needs a fixed metadata.name; the PVC only has generateName`)
-    return skip('generated-name', 'the PVC has only generateName, so no earlier backup can belong to it', {
+    return labelled(skip('generated-name', 'the PVC has only generateName, so no earlier backup can belong to it', {
       warnings: ['smart-restore: PVC uses generateName; no restore is possible for a name not yet chosen'],
-    })
+    }))
   }
   if (pvc.spec.volumeMode === 'Block') {
     return invalid('block-volume', `label ${config.tierLabel}=${tier} asks for restic backups, but restic backs up filesystems and this PVC has volumeMode Block`)
@@ -195,6 +211,7 @@ export function planCreate(req: CreateRequest, config: Config): CreatePlan {
     repositoryKey: repositoryKey(config, source.namespace, source.pvc),
     restoreFrom,
     options,
+    labelsToAdd,
   }
 }
 
@@ -226,9 +243,10 @@ export interface RepositoryAddress {
 }
 
 /** JSON Patch turning `pvc` into `pvc` + annotations (+ dataSourceRef), computed as a diff so it is exact. */
-function patchFor(pvc: PersistentVolumeClaim, annotations: Record<string, string>, dataSourceRef?: PersistentVolumeClaim['spec']['dataSourceRef']): JsonPatchOperation[] {
+function patchFor(pvc: PersistentVolumeClaim, annotations: Record<string, string>, dataSourceRef?: PersistentVolumeClaim['spec']['dataSourceRef'], labels: Record<string, string> = {}): JsonPatchOperation[] {
   const mutated = structuredClone(pvc)
-  mutated.metadata.annotations = { ...(mutated.metadata.annotations ?? {}), ...annotations }
+  if (Object.keys(annotations).length) mutated.metadata.annotations = { ...(mutated.metadata.annotations ?? {}), ...annotations }
+  if (Object.keys(labels).length) mutated.metadata.labels = { ...(mutated.metadata.labels ?? {}), ...labels }
   if (dataSourceRef) mutated.spec.dataSourceRef = dataSourceRef
   return fastJsonPatch.compare(pvc, mutated)
 }
@@ -279,7 +297,7 @@ export function decideAfterProbe(target: ProbeTarget, probe: ProbeResult, repo: 
       destination,
       secretName,
       resticRepository: repo.resticRepository,
-      patch: patchFor(target.pvc, annotations, { apiGroup: VOLSYNC_GROUP, kind: 'ReplicationDestination', name: destination.metadata.name }),
+      patch: patchFor(target.pvc, annotations, { apiGroup: VOLSYNC_GROUP, kind: 'ReplicationDestination', name: destination.metadata.name }, target.labelsToAdd),
       warnings: [`smart-restore: restoring from ${probe.location}${pointInTime.length ? ` (${pointInTime.join(', ')})` : ''}`],
       auditAnnotations: { decision: 'restore', source: probe.location, ...(from ? { 'restore-from': from } : {}) },
     }
@@ -293,7 +311,7 @@ export function decideAfterProbe(target: ProbeTarget, probe: ProbeResult, repo: 
     return {
       action: 'fresh',
       verified: true,
-      patch: patchFor(target.pvc, { [decisionKey]: 'fresh', [checkedKey]: probe.location }),
+      patch: patchFor(target.pvc, { [decisionKey]: 'fresh', [checkedKey]: probe.location }, undefined, target.labelsToAdd),
       warnings: [`smart-restore: no backup at ${probe.location}; starting empty`],
       auditAnnotations: { decision: 'fresh', checked: probe.location },
     }
@@ -303,7 +321,7 @@ export function decideAfterProbe(target: ProbeTarget, probe: ProbeResult, repo: 
     return {
       action: 'fresh',
       verified: false,
-      patch: patchFor(target.pvc, { [decisionKey]: 'fresh-unverified', [checkedKey]: probe.location }),
+      patch: patchFor(target.pvc, { [decisionKey]: 'fresh-unverified', [checkedKey]: probe.location }, undefined, target.labelsToAdd),
       warnings: [`smart-restore: backup store not checked (${probe.kind}); starting empty as onUnknown=fresh says`],
       auditAnnotations: { decision: 'fresh-unverified', checked: probe.location, 'unknown-reason': probe.reason },
     }

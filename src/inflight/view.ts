@@ -4,7 +4,7 @@
  */
 import type { KubeConfig } from '@kubernetes/client-node'
 import { WatchedCache, type WatchCacheOptions, type WatchSpec } from '../kube/watch-cache.js'
-import type { InFlightView } from '../webhook/ports.js'
+import type { InFlightView, NamespaceInfo } from '../webhook/ports.js'
 import { findInFlight, linkKeys } from './match.js'
 import type { InFlightFinding, InFlightRule, PvcIdentity } from './types.js'
 
@@ -24,7 +24,7 @@ export function watchSpecsFor(rules: InFlightRule[]): WatchSpec[] {
   ]
 }
 
-export class CachedInFlightView implements InFlightView {
+export class CachedInFlightView implements InFlightView, NamespaceInfo {
   constructor(
     private readonly cache: WatchedCache,
     private readonly rules: InFlightRule[],
@@ -54,6 +54,10 @@ export class CachedInFlightView implements InFlightView {
 
   findInFlight(pvc: PvcIdentity): InFlightFinding[] {
     return findInFlight(pvc, this.rules, this.cache)
+  }
+
+  labels(namespace: string): Record<string, string> | undefined {
+    return this.cache.get(NAMESPACES_SPEC_ID, '', namespace)?.metadata.labels
   }
 
   namespaceTerminating(namespace: string): boolean {

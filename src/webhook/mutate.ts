@@ -91,10 +91,10 @@ async function setUpRestore(decision: RestoreDecision, deps: WebhookDeps, pvcNam
 
 export async function handleMutate(req: AdmissionRequest, deps: WebhookDeps, call: CallOptions = {}): Promise<HandlerResult> {
   const { config, store } = deps
-  const plan = planCreate(req, config)
+  const plan = planCreate({ ...req, namespaceLabels: deps.namespaces?.labels(req.namespace ?? '') }, config)
   if (plan.action === 'skip') {
     return {
-      review: allow(req.uid, { warnings: plan.warnings, auditAnnotations: plan.auditAnnotations }),
+      review: allow(req.uid, { patch: plan.patch, warnings: plan.warnings, auditAnnotations: plan.auditAnnotations }),
       outcome: { decision: 'skipped', reason: plan.reason },
     }
   }

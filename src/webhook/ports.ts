@@ -29,6 +29,11 @@ export interface InFlightView {
   namespaceTerminating(namespace: string): boolean
 }
 
+/** Namespace labels from the watched cache (a namespace may name a default tier). */
+export interface NamespaceInfo {
+  labels(namespace: string): Record<string, string> | undefined
+}
+
 export interface WebhookDeps {
   config: Config
   store: BackupStore
@@ -36,6 +41,8 @@ export interface WebhookDeps {
   cluster: ClusterWriter | null
   /** null: standalone mode, no watches; only the PVC itself is checked on DELETE. */
   inFlight: InFlightView | null
+  /** Absent in standalone mode: no namespace defaults then. */
+  namespaces?: NamespaceInfo
   logger: Logger
 }
 

@@ -65,7 +65,7 @@ async function validateDelete(req: AdmissionRequest, deps: WebhookDeps): Promise
  */
 async function crossCheckCreate(req: AdmissionRequest, deps: WebhookDeps): Promise<HandlerResult> {
   const { config, store } = deps
-  const plan = planCreate(req, config)
+  const plan = planCreate({ ...req, namespaceLabels: deps.namespaces?.labels(req.namespace ?? '') }, config)
   if (plan.action === 'skip') return { review: allow(req.uid), outcome: { decision: 'skipped', reason: plan.reason } }
   if (plan.action === 'deny') return denied(req.uid, plan)
   const probe = await store.probe(plan.repositoryKey)

@@ -226,3 +226,30 @@ t.test('the tier label key is configurable', async (t) => {
   const plan = planCreate(request((r) => (r.object.metadata.labels['backup.example.com/tier'] = 'daily')), cfg)
   t.equal(plan.action === 'probe' && plan.tier, 'daily')
 })
+
+t.test('namespace default tier: applies to unlabelled PVCs, and the answer labels them', async (t) => {
+  const unlabelled = (r: any) => delete r.object.metadata.labels.backup
+  const withDefault = (tier: string) => ({ ...request(unlabelled), namespaceLabels: { 'smart-restore.io/default-tier': tier, 'kubernetes.io/metadata.name': 'media' } })
+  const plan = planCreate(withDefault('daily'), config)
+  t.equal(plan.action, 'probe')
+  if (plan.action !== 'probe') return
+  t.equal(plan.tier, 'daily')
+  t.same(plan.labelsToAdd, { backup: 'daily' })
+  for (const probe of [exists, none]) {
+    const d = decideAfterProbe(plan, probe, repo, config)
+    if (d.action === 'deny') return t.fail('unexpected deny')
+    const patched = fastJsonPatch.applyPatch(structuredClone(withDefault('daily').object), d.patch, true, false).newDocument as any
+    t.equal(patched.metadata.labels.backup, 'daily', `${probe.state}: the tier label is added`)
+    t.equal(patched.metadata.labels['app.kubernetes.io/name'], 'jellyfin', 'other labels kept')
+  }
+  const own = planCreate({ ...request(), namespaceLabels: { 'smart-restore.io/default-tier': 'daily' } }, config)
+  t.equal(own.action === 'probe' && own.tier, 'hourly', 'the PVC\'s own label wins over the namespace default')
+  t.same(own.action === 'probe' && own.labelsToAdd, {})
+  const bad = planCreate(withDefault('sometimes'), config)
+  t.equal(bad.action, 'deny')
+  t.match(bad.action === 'deny' && bad.message, /namespace media has label smart-restore.io\/default-tier="sometimes", which is not a backup tier; valid tiers: hourly, daily, weekly/)
+  const optedOut = planCreate({ ...withDefault('daily'), object: { ...structuredClone(withDefault('daily').object as any), metadata: { ...(withDefault('daily').object as any).metadata, annotations: { 'smart-restore.io/skip-restore': 'new' } } } }, config)
+  t.equal(optedOut.action, 'skip')
+  t.match(optedOut.action === 'skip' && optedOut.patch, [{ op: 'add', path: '/metadata/labels/backup', value: 'daily' }], 'an opted-out PVC is still labelled: it will be backed up')
+  t.equal(planCreate({ ...request(unlabelled), namespaceLabels: { other: 'x' } }, config).action, 'skip', 'no default, no label: skipped')
+})
