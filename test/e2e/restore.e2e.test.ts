@@ -1,7 +1,8 @@
 /**
  * End to end against a real kube-apiserver: the apiserver calls smart-restore (started in this
- * process) as a mutating webhook registered from webhook-config/mutating-webhook.yaml, and the
- * service probes a real S3 (a local s3rver by default) and writes real objects.
+ * process) as the mutating and validating webhooks registered from webhook-config/, the service
+ * probes a real S3 (a local s3rver by default), writes real objects, and guards PVC deletion from
+ * the ReplicationSources it watches.
  *
  *   KUBECONFIG=... npm run test:e2e        (see the README, "End-to-end tests")
  *
@@ -18,6 +19,7 @@ import { createLogger } from '../../src/log.js'
 import { startService, type ServiceHandle } from '../../src/service.js'
 import {
   Cleanup,
+  DELETE_GUARD_WEBHOOK,
   E2EError,
   PHASE,
   VOLSYNC,
@@ -26,6 +28,7 @@ import {
   deleteEach,
   deleteS3Objects,
   describeCluster,
+  e2eValidatingWebhookConfiguration,
   e2eWebhookConfiguration,
   ensureVolSyncCrds,
   expectedResticRepository,
@@ -37,10 +40,15 @@ import {
   newRunId,
   otherSmartRestoreWebhooks,
   readE2EEnv,
+  refusedByLingeringGuard,
   registeredDifferences,
   seedResticRepository,
+  sleep,
   startLocalS3,
   urlHost,
+  validateUrlFor,
+  waitForDeleteGuard,
+  waitForReady,
   waitForWebhook,
   warningsOf,
   webhookReachabilityHint,
@@ -62,7 +70,13 @@ const PVC = {
   badTier: 'bad-tier',
   dryRun: 'dry-run-restore',
   s3Down: 's3-down',
+  /** Unlabelled, with an empty allow-delete annotation: the deletion guard refuses it whatever is in flight (setup's probe). */
+  deleteProbe: 'delete-probe',
 } as const
+
+/** The ReplicationSource the deletion guard scenario drives (its status is written by the test, as VolSync would). */
+const RS = { guarded: 'guarded-backup' } as const
+const ALLOW_DELETE = `${PREFIX}allow-delete`
 
 interface Ctx {
   env: E2EEnv
@@ -74,6 +88,7 @@ interface Ctx {
   resticPassword: string
   service: ServiceHandle
   webhookUrl: string
+  validateUrl: string
 }
 
 type Created = { ok: true; pvc: k8s.V1PersistentVolumeClaim; warnings: string } | { ok: false; failure: KubeFailure }
@@ -108,6 +123,70 @@ const readRd = (ctx: Ctx, name: string) =>
         spec?: { trigger?: { manual?: string }; restic?: Record<string, unknown> }
       }>,
   )
+type RsStatus = {
+  conditions?: Array<{ type?: string; status?: string; reason?: string; message?: string; lastTransitionTime?: string }>
+  lastSyncStartTime?: string
+  lastSyncTime?: string
+}
+type ReplicationSource = { metadata?: { name?: string; uid?: string }; status?: RsStatus }
+const rsRef = (ctx: Ctx) => ({ group: VOLSYNC.group, version: VOLSYNC.version, namespace: ctx.ns, plural: VOLSYNC.rsPlural })
+const readRs = (ctx: Ctx, name: string) =>
+  getOrUndefined((o) => ctx.apis.custom.getNamespacedCustomObject({ ...rsRef(ctx), name }, o) as Promise<ReplicationSource>)
+
+/**
+ * Write a ReplicationSource's status the way VolSync does: through the status subresource, as a JSON
+ * merge patch (null removes a field). client-node 1.4 sends json-patch unless told otherwise.
+ */
+async function patchRsStatus(ctx: Ctx, name: string, status: Record<string, unknown>): Promise<{ ok: true; rs: ReplicationSource } | { ok: false; failure: KubeFailure }> {
+  try {
+    const rs = (await call((o) =>
+      ctx.apis.custom.patchNamespacedCustomObjectStatus({ ...rsRef(ctx), name, body: { status } }, k8s.setHeaderOptions('Content-Type', k8s.PatchStrategy.MergePatch, o)),
+    )) as ReplicationSource
+    return { ok: true, rs }
+  } catch (err) {
+    return { ok: false, failure: kubeFailure(err) }
+  }
+}
+
+/** e.g. `Synchronizing=True (SyncInProgress), lastSyncStartTime=...`: what the guard's rule looks at. */
+function describeRsStatus(rs: ReplicationSource | undefined): string {
+  if (!rs) return 'the ReplicationSource does not exist'
+  const c = rs.status?.conditions?.find((x) => x.type === 'Synchronizing')
+  const parts = [c ? `Synchronizing=${c.status}${c.reason ? ` (${c.reason})` : ''}` : 'no Synchronizing condition']
+  parts.push(rs.status?.lastSyncStartTime ? `lastSyncStartTime=${rs.status.lastSyncStartTime}` : 'no lastSyncStartTime')
+  if (rs.status?.lastSyncTime) parts.push(`lastSyncTime=${rs.status.lastSyncTime}`)
+  return parts.join(', ')
+}
+
+type Deleted = { ok: true; warnings: string } | { ok: false; failure: KubeFailure }
+
+async function deletePvc(ctx: Ctx, name: string, dryRun: boolean): Promise<Deleted> {
+  try {
+    const info = await call((o) =>
+      ctx.apis.core.deleteNamespacedPersistentVolumeClaimWithHttpInfo({ namespace: ctx.ns, name, ...(dryRun ? { dryRun: 'All' } : {}) }, o),
+    )
+    return { ok: true, warnings: warningsOf(info) }
+  } catch (err) {
+    return { ok: false, failure: kubeFailure(err) }
+  }
+}
+
+/** DELETE (or dry-run DELETE) once a second until `until` holds or `maxMs` has passed; the last answer. */
+async function pollDelete(ctx: Ctx, name: string, dryRun: boolean, until: (d: Deleted) => boolean, maxMs: number): Promise<{ last: Deleted; attempts: number; ms: number }> {
+  const started = Date.now()
+  let attempts = 0
+  for (;;) {
+    attempts++
+    const last = await deletePvc(ctx, name, dryRun)
+    if (until(last) || Date.now() - started >= maxMs) return { last, attempts, ms: Date.now() - started }
+    await sleep(1000)
+  }
+}
+
+/** metav1.Time as VolSync writes it (RFC 3339, seconds). */
+const rfc3339Now = () => new Date().toISOString().replace(/\.\d{3}Z$/, 'Z')
+const seconds = (ms: number) => (ms / 1000).toFixed(1)
+
 const decoded = (s: k8s.V1Secret | undefined, key: string) => (s?.data?.[key] === undefined ? undefined : Buffer.from(s.data[key]!, 'base64').toString('utf8'))
 const describeFailure = (f: KubeFailure) => `${f.code ? `HTTP ${f.code}${f.reason ? ` ${f.reason}` : ''}: ` : ''}${f.message}`
 
@@ -166,7 +245,16 @@ async function setup(t: Test, env: E2EEnv, cleanup: Cleanup): Promise<Ctx> {
     })
   }
   const names = Object.values(PVC)
-  cleanup.add(PHASE.pvcs, `PVCs in ${ns}`, () => deleteEach(names, (name, o) => apis.core.deleteNamespacedPersistentVolumeClaim({ namespace: ns, name }, o)))
+  cleanup.add(PHASE.replicationSources, `ReplicationSources in ${ns}`, () =>
+    deleteEach(Object.values(RS), (name, o) =>
+      apis.custom.deleteNamespacedCustomObject({ group: VOLSYNC.group, version: VOLSYNC.version, namespace: ns, plural: VOLSYNC.rsPlural, name }, o),
+    ),
+  )
+  // The deletion guard may still be called for a moment after its configuration is deleted (and it
+  // refuses with-backup, still being populated, and delete-probe): retried for up to 15 s.
+  cleanup.add(PHASE.pvcs, `PVCs in ${ns}`, () =>
+    deleteEach(names, (name, o) => apis.core.deleteNamespacedPersistentVolumeClaim({ namespace: ns, name }, o), { retry: refusedByLingeringGuard, retryForMs: 15_000 }),
+  )
   cleanup.add(PHASE.replicationDestinations, `ReplicationDestinations in ${ns}`, () =>
     deleteEach(
       names.map((n) => `${n}-restore`),
@@ -220,21 +308,44 @@ async function setup(t: Test, env: E2EEnv, cleanup: Cleanup): Promise<Ctx> {
   if (service.mode !== 'cluster') throw new E2EError(`the service started in ${service.mode} mode; it must write to the cluster`)
   if (!service.caCert) throw new E2EError('the service did not generate its certificate (is SMART_RESTORE_TLS_CERT_FILE set?), so there is no caBundle to register')
   const webhookUrl = env.webhookUrl ?? webhookUrlFor(env.webhookHost, service.port)
-  t.comment(`webhook: listening on port ${service.port}, registered as ${webhookUrl}`)
+  const validateUrl = env.webhookUrl ? validateUrlFor(env.webhookUrl) : webhookUrlFor(env.webhookHost, service.port, '/validate')
+  t.comment(`webhook: listening on port ${service.port}, registered as ${webhookUrl} and ${validateUrl}`)
 
-  // -- the webhook configuration from webhook-config/, limited to the run's namespace
+  // -- ready = the watched caches (the deletion guard's view of backups/restores in flight) are synced
+  const ready = await waitForReady(service.url, service.caCert)
+  if (!ready.ready) {
+    throw new E2EError(
+      `the service did not become ready within ${Math.round(ready.ms / 1000)} s (GET ${service.url}/readyz, ${ready.attempts} attempts); it last said: ${ready.reason}. ` +
+        `In cluster mode it is ready once its watches (ReplicationSources, Jobs, namespaces, ... cluster-wide) have listed: can the user of KUBECONFIG list and watch them?`,
+    )
+  }
+  t.comment(`service ready (/readyz 200, watched caches synced) after ${ready.attempts} attempt(s), ${seconds(ready.ms)} s`)
+
+  // -- the webhook configurations from webhook-config/, narrowed to the run's namespace
   const name = `smart-restore-e2e-${runId}`
   const body = e2eWebhookConfiguration({ name, url: webhookUrl, caCert: service.caCert, namespace: ns, runId })
+  const validating = e2eValidatingWebhookConfiguration({ name, url: validateUrl, caCert: service.caCert, namespace: ns, runId })
   const others = await otherSmartRestoreWebhooks(apis, name)
   if (others.length > 0) {
-    t.comment(`note: ${others.join(', ')} also run ${WEBHOOK_NAME} in this cluster and may act on the test namespace too`)
+    t.comment(`note: ${others.join(', ')} also run smart-restore's webhooks in this cluster and may act on the test namespace too`)
   }
+  // Registered before the creates, the validating one first: its deletion guard is what could hold up deleting the PVCs.
+  cleanup.add(PHASE.webhook, `ValidatingWebhookConfiguration ${name}`, () => call((o) => apis.admission.deleteValidatingWebhookConfiguration({ name }, o)))
   cleanup.add(PHASE.webhook, `MutatingWebhookConfiguration ${name}`, () => call((o) => apis.admission.deleteMutatingWebhookConfiguration({ name }, o)))
   await call((o) => apis.admission.createMutatingWebhookConfiguration({ body }, o)).catch((err: unknown) => {
     throw new E2EError(`cannot register MutatingWebhookConfiguration ${name}: ${describeFailure(kubeFailure(err))}`)
   })
+  await call((o) => apis.admission.createValidatingWebhookConfiguration({ body: validating }, o)).catch((err: unknown) => {
+    throw new E2EError(`cannot register ValidatingWebhookConfiguration ${name}: ${describeFailure(kubeFailure(err))}`)
+  })
   const registered = await call((o) => apis.admission.readMutatingWebhookConfiguration({ name }, o))
   t.strictSame(registeredDifferences(body, registered), [], 'the apiserver registered webhook-config/mutating-webhook.yaml as written (rules, selectors, policies, timeout)')
+  const registeredValidating = await call((o) => apis.admission.readValidatingWebhookConfiguration({ name }, o))
+  t.strictSame(
+    registeredDifferences(validating, registeredValidating),
+    [],
+    'the apiserver registered webhook-config/validating-webhook.yaml as written (rules, selectors, policies, timeout; no objectSelector on the deletion guard)',
+  )
 
   // -- wait until the apiserver really calls it
   const probe = await waitForWebhook(apis, ns, PREFIX)
@@ -250,7 +361,44 @@ async function setup(t: Test, env: E2EEnv, cleanup: Cleanup): Promise<Ctx> {
   }
   t.comment(`webhook effective after ${probe.attempts} attempt(s), ${(probe.ms / 1000).toFixed(1)} s`)
 
-  return { env, apis, runId, ns, sysNs, s3, resticPassword, service, webhookUrl }
+  // -- and the deletion guard: dry-run DELETEs of a PVC whose allow-delete annotation has no reason,
+  // which the guard refuses (422) before looking at anything in flight
+  const probePvc: k8s.V1PersistentVolumeClaim = {
+    apiVersion: 'v1',
+    kind: 'PersistentVolumeClaim',
+    metadata: { name: PVC.deleteProbe, labels: { 'app.kubernetes.io/part-of': 'smart-restore-e2e' }, annotations: { [ALLOW_DELETE]: '' } },
+    spec: { accessModes: ['ReadWriteOnce'], resources: { requests: { storage: '1Gi' } } },
+  }
+  await call((o) => apis.core.createNamespacedPersistentVolumeClaim({ namespace: ns, body: probePvc }, o)).catch((err: unknown) => {
+    throw new E2EError(`cannot create the deletion guard's probe PVC ${ns}/${PVC.deleteProbe} (unlabelled): ${describeFailure(kubeFailure(err))}`)
+  })
+  const guard = await waitForDeleteGuard(apis, ns, PVC.deleteProbe)
+  if (guard.state === 'failing') {
+    throw new E2EError(`the apiserver cannot call the deletion guard (${guard.attempts} attempts in ${Math.round(guard.ms / 1000)} s); it said:\n${guard.message}\n\n${webhookReachabilityHint(env.webhookHost, validateUrl)}`)
+  }
+  if (guard.state === 'not-called') {
+    throw new E2EError(
+      `the apiserver never called the deletion guard ${DELETE_GUARD_WEBHOOK} within ${Math.round(guard.ms / 1000)} s (${guard.attempts} dry-run DELETEs of PVC ${PVC.deleteProbe}, annotated ${ALLOW_DELETE}="", were allowed). ` +
+        `Is the ValidatingAdmissionWebhook admission plugin enabled (kube-apiserver --enable-admission-plugins / --disable-admission-plugins)?`,
+    )
+  }
+  t.comment(`deletion guard effective after ${guard.attempts} attempt(s), ${seconds(guard.ms)} s (dry-run DELETE of ${PVC.deleteProbe} refused: ${ALLOW_DELETE} without a reason)`)
+
+  // The probe has served: with a reason in the annotation the guard lets it go (a human's override), and says so.
+  try {
+    await call((o) =>
+      apis.core.patchNamespacedPersistentVolumeClaim(
+        { namespace: ns, name: PVC.deleteProbe, body: { metadata: { annotations: { [ALLOW_DELETE]: 'e2e: probe done' } } } },
+        k8s.setHeaderOptions('Content-Type', k8s.PatchStrategy.MergePatch, o),
+      ),
+    )
+    const info = await call((o) => apis.core.deleteNamespacedPersistentVolumeClaimWithHttpInfo({ namespace: ns, name: PVC.deleteProbe }, o))
+    t.match(warningsOf(info), 'deletion guard overridden', `probe PVC ${PVC.deleteProbe} deleted once ${ALLOW_DELETE} gave a reason, with the guard's "overridden" warning`)
+  } catch (err) {
+    t.fail(`deleting the probe PVC ${PVC.deleteProbe} with ${ALLOW_DELETE}="e2e: probe done" failed: ${describeFailure(kubeFailure(err))}`)
+  }
+
+  return { env, apis, runId, ns, sysNs, s3, resticPassword, service, webhookUrl, validateUrl }
 }
 
 // ---------------------------------------------------------------------------------------------
@@ -342,6 +490,103 @@ async function scenarios(t: Test, ctx: Ctx, summary: string[]): Promise<void> {
     t.equal(await readSecret(ctx, `${name}-restic`), undefined, `no Secret ${name}-restic`)
     t.equal(await readPvc(ctx, name), undefined, `no PVC ${name}`)
     done(t, `dry run of PVC ${name} (has a backup) → mutated answer, no RD, no Secret`)
+  })
+
+  await t.test('deletion guard: a PVC is not deleted while a ReplicationSource of it is syncing', async (t) => {
+    const name = PVC.noBackup
+    const rs = RS.guarded
+    const pvcName = `PVC ${ns}/${name}`
+    const rsName = `ReplicationSource ${ns}/${rs}`
+    const before = await readPvc(ctx, name)
+    if (!before) {
+      t.fail(`${pvcName} (created by the "fresh" scenario) does not exist; the deletion guard scenario needs it`)
+      return done(t, 'deletion guard: no PVC to guard')
+    }
+    const body = {
+      apiVersion: `${VOLSYNC.group}/${VOLSYNC.version}`,
+      kind: 'ReplicationSource',
+      metadata: { name: rs, labels: { 'app.kubernetes.io/part-of': 'smart-restore-e2e' } },
+      spec: { sourcePVC: name, trigger: { schedule: '0 * * * *' }, restic: { repository: `${name}-restic`, copyMethod: 'Snapshot' } },
+    }
+    try {
+      await call((o) => ctx.apis.custom.createNamespacedCustomObject({ ...rsRef(ctx), body }, o))
+    } catch (err) {
+      t.fail(`creating ${rsName} (sourcePVC ${name}) failed: ${describeFailure(kubeFailure(err))}`)
+      return done(t, 'deletion guard: no ReplicationSource')
+    }
+    t.comment(`${rsName} created: sourcePVC ${name}, schedule "0 * * * *", restic ${name}-restic, copyMethod Snapshot`)
+
+    // -- in flight: the status VolSync writes while its mover runs
+    const started = rfc3339Now()
+    const syncing = await patchRsStatus(ctx, rs, {
+      conditions: [{ type: 'Synchronizing', status: 'True', reason: 'SyncInProgress', message: 'Synchronization in-progress', lastTransitionTime: started }],
+      lastSyncStartTime: started,
+    })
+    if (!syncing.ok) {
+      t.fail(`setting the status of ${rsName} through the status subresource failed: ${describeFailure(syncing.failure)}`)
+      return done(t, 'deletion guard: status not written')
+    }
+    t.equal(describeRsStatus(syncing.rs), `Synchronizing=True (SyncInProgress), lastSyncStartTime=${started}`, `${rsName} status (subresource, merge patch): syncing since ${started}`)
+
+    // The guard answers from its watch of ReplicationSources, which delivers the status a moment
+    // later: dry runs (nothing is deleted, even if it were allowed) until it is refused.
+    const dry = await pollDelete(ctx, name, true, (d) => !d.ok, 10_000)
+    if (dry.last.ok) {
+      const now = await readRs(ctx, rs)
+      t.fail(
+        `a dry-run DELETE of ${pvcName} was still allowed ${seconds(dry.ms)} s (${dry.attempts} attempts) after ${rsName} was set syncing. ` +
+          `Its status now: ${describeRsStatus(now)}${now?.status?.lastSyncStartTime === started ? '' : ' (rewritten: is a VolSync controller reconciling it?)'}. ` +
+          `Either the service's watch did not deliver it, or its ReplicationSource rule is inactive (the CRD was not served when the service started; it rediscovers every 60 s).`,
+      )
+      return done(t, 'deletion guard: DELETE never refused while syncing')
+    }
+    t.comment(`dry-run DELETE of ${name} refused after ${dry.attempts} attempt(s), ${seconds(dry.ms)} s (the watch delivered the status)`)
+    const refused = (d: Deleted, what: string) => {
+      if (d.ok) return
+      t.equal(d.failure.code, 409, `${what}: HTTP 409`)
+      t.match(d.failure.message, `admission webhook "${DELETE_GUARD_WEBHOOK}" denied the request`, `${what}: denied by the deletion guard`)
+      t.match(d.failure.message, 'cannot be deleted while a backup or restore of it is in flight', `${what}: the message says a backup or restore is in flight`)
+      t.match(d.failure.message, `ReplicationSource ${ns}/${rs}`, `${what}: the message names ReplicationSource ${ns}/${rs}`)
+      t.match(d.failure.message, `since ${started}`, `${what}: the message says since when (lastSyncStartTime)`)
+    }
+    refused(dry.last, 'dry-run DELETE')
+    const afterDry = await readPvc(ctx, name)
+    t.ok(afterDry && afterDry.metadata?.uid === before.metadata?.uid && !afterDry.metadata?.deletionTimestamp, `${pvcName} untouched by the dry run (same uid, no deletionTimestamp)`)
+
+    const real = await deletePvc(ctx, name, false)
+    t.notOk(real.ok, `DELETE of ${pvcName} is refused while ${rs} is syncing`)
+    refused(real, 'DELETE')
+    const afterReal = await readPvc(ctx, name)
+    t.ok(afterReal && afterReal.metadata?.uid === before.metadata?.uid && !afterReal.metadata?.deletionTimestamp, `${pvcName} still exists, not marked for deletion`)
+    if (real.ok) return done(t, 'deletion guard: DELETE went through while syncing')
+
+    // -- idle: what VolSync writes when the sync is over (lastSyncStartTime cleared)
+    const finished = rfc3339Now()
+    const idle = await patchRsStatus(ctx, rs, {
+      conditions: [{ type: 'Synchronizing', status: 'False', reason: 'WaitingForSchedule', message: 'Waiting for next scheduled synchronization', lastTransitionTime: finished }],
+      lastSyncTime: finished,
+      lastSyncStartTime: null,
+    })
+    if (!idle.ok) {
+      t.fail(`setting ${rsName} idle through the status subresource failed: ${describeFailure(idle.failure)}`)
+      return done(t, 'deletion guard: idle status not written')
+    }
+    t.equal(describeRsStatus(idle.rs), `Synchronizing=False (WaitingForSchedule), no lastSyncStartTime, lastSyncTime=${finished}`, `${rsName} status: idle (lastSyncStartTime removed by the merge patch's null)`)
+
+    const allowed = await pollDelete(ctx, name, false, (d) => d.ok || d.failure.code === 404, 10_000)
+    if (!allowed.last.ok && allowed.last.failure.code !== 404) {
+      t.fail(`DELETE of ${pvcName} still refused ${seconds(allowed.ms)} s (${allowed.attempts} attempts) after ${rsName} went idle: ${describeFailure(allowed.last.failure)}`)
+      return done(t, 'deletion guard: DELETE still refused once idle')
+    }
+    t.comment(`DELETE of ${name} went through after ${allowed.attempts} attempt(s), ${seconds(allowed.ms)} s once ${rs} was idle`)
+    // Gone, or (a finalizer such as kubernetes.io/pvc-protection, removed by the controller-manager) marked for deletion.
+    const after = await readPvc(ctx, name)
+    const marked = after?.metadata?.deletionTimestamp
+    t.ok(
+      after === undefined || Boolean(marked),
+      `${pvcName} is ${after ? `marked for deletion (deletionTimestamp ${marked instanceof Date ? marked.toISOString() : String(marked)}, finalizers ${JSON.stringify(after.metadata?.finalizers ?? [])})` : 'gone'}`,
+    )
+    done(t, `deletion guard: ReplicationSource ${rs} Synchronizing=True → DELETE of PVC ${name} refused (409, dry run too); idle → deleted`)
   })
 
   // Last: it stops the s3rver.

@@ -9,6 +9,7 @@
 import { randomBytes } from 'node:crypto'
 import { existsSync, readdirSync, readFileSync } from 'node:fs'
 import { mkdtemp, rm } from 'node:fs/promises'
+import https from 'node:https'
 import type { Socket } from 'node:net'
 import { isIP } from 'node:net'
 import { tmpdir } from 'node:os'
@@ -148,6 +149,9 @@ export function readE2EEnv(env: NodeJS.ProcessEnv = process.env): E2EEnv | { ski
     }
     if (u.protocol !== 'https:') throw new E2EError(`E2E_WEBHOOK_URL must be https:// (the apiserver only calls webhooks over TLS), got ${webhookUrl}`)
     if (u.search || u.hash || u.username) throw new E2EError(`E2E_WEBHOOK_URL must not carry a query, fragment or user info (the apiserver rejects them): ${webhookUrl}`)
+    if (!/\/mutate$/.test(u.pathname)) {
+      throw new E2EError(`E2E_WEBHOOK_URL must end in /mutate (the validating webhook is registered at the same address with /validate instead): ${webhookUrl}`)
+    }
   }
   return {
     kubeconfig,
@@ -216,7 +220,7 @@ export function makeApis(kc: k8s.KubeConfig): Apis {
 // ---------------------------------------------------------------------------------------------
 // VolSync CRDs
 
-export const VOLSYNC = { group: 'volsync.backube', version: 'v1alpha1', rdPlural: 'replicationdestinations' } as const
+export const VOLSYNC = { group: 'volsync.backube', version: 'v1alpha1', rdPlural: 'replicationdestinations', rsPlural: 'replicationsources' } as const
 export const REQUIRED_CRDS = ['replicationdestinations.volsync.backube', 'replicationsources.volsync.backube']
 
 function isEstablished(crd: k8s.V1CustomResourceDefinition): boolean {
@@ -430,37 +434,78 @@ export function expectedResticRepository(s3: S3Target, key: string): string {
 
 export const WEBHOOK_FILE = 'webhook-config/mutating-webhook.yaml'
 export const WEBHOOK_NAME = 'pvc-restore.smart-restore.io'
+export const VALIDATING_WEBHOOK_FILE = 'webhook-config/validating-webhook.yaml'
+/** The deletion guard (PVC DELETE, no objectSelector). */
+export const DELETE_GUARD_WEBHOOK = 'pvc-delete-guard.smart-restore.io'
+/** The restore cross-check (PVC CREATE, tier-label objectSelector). */
+export const RESTORE_CHECK_WEBHOOK = 'pvc-restore-check.smart-restore.io'
 
 /** The host part of the webhook URL, as the serving certificate must name it. */
 export function urlHost(url: string): string {
   return new URL(url).hostname.replace(/^\[(.*)\]$/, '$1')
 }
 
-export function webhookUrlFor(host: string, port: number): string {
-  return `https://${isIP(host) === 6 ? `[${host}]` : host}:${port}/mutate`
+export function webhookUrlFor(host: string, port: number, path: '/mutate' | '/validate' = '/mutate'): string {
+  return `https://${isIP(host) === 6 ? `[${host}]` : host}:${port}${path}`
 }
 
+/** The /validate URL next to a /mutate URL (same scheme, host, port and path prefix). */
+export function validateUrlFor(mutateUrl: string): string {
+  const u = new URL(mutateUrl)
+  if (!/\/mutate$/.test(u.pathname)) throw new E2EError(`webhook URL ${mutateUrl} does not end in /mutate, so there is no /validate to derive from it`)
+  u.pathname = u.pathname.replace(/\/mutate$/, '/validate')
+  return u.toString()
+}
+
+type WebhookConfiguration = k8s.V1MutatingWebhookConfiguration | k8s.V1ValidatingWebhookConfiguration
+/** The fields compared here; a validating webhook has them all but reinvocationPolicy. */
+type AnyWebhook = Partial<k8s.V1MutatingWebhook> & { name: string }
+const webhooksOf = (c: WebhookConfiguration): AnyWebhook[] => (c.webhooks ?? []) as AnyWebhook[]
+
 /**
- * webhook-config/mutating-webhook.yaml as registered by the suite: renamed, calling `url` with
- * `caCert`, and limited to `namespace` so nothing else in the cluster is ever sent to it.
- * Every other field (rules, selectors, policies, timeout) is the file's own.
+ * A file of webhook-config/ as registered by the suite: renamed, every webhook calling `url` with
+ * `caCert`, and its namespaceSelector narrowed to `namespace` so nothing else in the cluster is ever
+ * sent to it. Every other field (rules, selectors, policies, timeout) is the file's own.
  */
-export function e2eWebhookConfiguration(args: { file?: string; name: string; url: string; caCert: string; namespace: string; runId: string }): k8s.V1MutatingWebhookConfiguration {
-  const file = args.file ?? WEBHOOK_FILE
-  const doc = YAML.parse(readFileSync(file, 'utf8')) as k8s.V1MutatingWebhookConfiguration | null
-  if (doc?.kind !== 'MutatingWebhookConfiguration' || !Array.isArray(doc.webhooks) || doc.webhooks.length === 0) {
-    throw new E2EError(`${file} is not a MutatingWebhookConfiguration with webhooks`)
+function e2eConfiguration<T extends WebhookConfiguration>(
+  kind: 'MutatingWebhookConfiguration' | 'ValidatingWebhookConfiguration',
+  required: string[],
+  args: { file: string; name: string; url: string; caCert: string; namespace: string; runId: string },
+): T {
+  const file = args.file
+  const doc = YAML.parse(readFileSync(file, 'utf8')) as T | null
+  if (doc?.kind !== kind || !Array.isArray(doc.webhooks) || doc.webhooks.length === 0) {
+    throw new E2EError(`${file} is not a ${kind} with webhooks`)
   }
-  if (!doc.webhooks.some((w) => w.name === WEBHOOK_NAME)) throw new E2EError(`${file} has no webhook named ${WEBHOOK_NAME}`)
+  for (const name of required) if (!webhooksOf(doc).some((w) => w.name === name)) throw new E2EError(`${file} has no webhook named ${name}`)
   doc.metadata = {
     name: args.name,
     labels: { ...(doc.metadata?.labels ?? {}), 'app.kubernetes.io/part-of': 'smart-restore-e2e', 'smart-restore.io/e2e-run': args.runId },
   }
-  for (const w of doc.webhooks) {
+  for (const w of webhooksOf(doc)) {
     w.clientConfig = { url: args.url, caBundle: Buffer.from(args.caCert).toString('base64') }
-    w.namespaceSelector = { matchExpressions: [{ key: 'kubernetes.io/metadata.name', operator: 'In', values: [args.namespace] }] }
+    // Narrowed, not replaced: the file's own terms stay (e.g. a webhook only for namespaces with a
+    // default tier), ANDed with "this run's namespace".
+    const own = w.namespaceSelector ?? {}
+    w.namespaceSelector = {
+      ...(own.matchLabels ? { matchLabels: own.matchLabels } : {}),
+      matchExpressions: [...(own.matchExpressions ?? []), { key: 'kubernetes.io/metadata.name', operator: 'In', values: [args.namespace] }],
+    }
   }
   return doc
+}
+
+/** webhook-config/mutating-webhook.yaml as registered by the suite (see e2eConfiguration); `url` ends in /mutate. */
+export function e2eWebhookConfiguration(args: { file?: string; name: string; url: string; caCert: string; namespace: string; runId: string }): k8s.V1MutatingWebhookConfiguration {
+  return e2eConfiguration<k8s.V1MutatingWebhookConfiguration>('MutatingWebhookConfiguration', [WEBHOOK_NAME], { ...args, file: args.file ?? WEBHOOK_FILE })
+}
+
+/** webhook-config/validating-webhook.yaml as registered by the suite (see e2eConfiguration); `url` ends in /validate. */
+export function e2eValidatingWebhookConfiguration(args: { file?: string; name: string; url: string; caCert: string; namespace: string; runId: string }): k8s.V1ValidatingWebhookConfiguration {
+  return e2eConfiguration<k8s.V1ValidatingWebhookConfiguration>('ValidatingWebhookConfiguration', [DELETE_GUARD_WEBHOOK, RESTORE_CHECK_WEBHOOK], {
+    ...args,
+    file: args.file ?? VALIDATING_WEBHOOK_FILE,
+  })
 }
 
 /** JSON with object keys sorted, so key order (typed models serialize in their own order) does not count. */
@@ -470,27 +515,46 @@ function canonical(v: unknown): string {
   )
 }
 
-/** What the registered configuration lost or changed compared with what was sent, e.g. `failurePolicy`. */
-export function registeredDifferences(sent: k8s.V1MutatingWebhookConfiguration, got: k8s.V1MutatingWebhookConfiguration): string[] {
+/** What the apiserver fills in for a field the file leaves out (admissionregistration/v1 defaulting). */
+const APISERVER_DEFAULTS: Partial<Record<keyof AnyWebhook, unknown>> = {
+  objectSelector: {},
+  namespaceSelector: {},
+  matchPolicy: 'Equivalent',
+  failurePolicy: 'Fail',
+  timeoutSeconds: 10,
+  reinvocationPolicy: 'Never',
+}
+
+/**
+ * What the registered configuration lost or changed compared with what was sent, e.g. `failurePolicy`.
+ * A field the file leaves out may come back with the apiserver's default (the deletion guard has no
+ * objectSelector and is registered with `{}`, which selects everything).
+ */
+export function registeredDifferences(sent: WebhookConfiguration, got: WebhookConfiguration): string[] {
   const out: string[] = []
   const fields = ['failurePolicy', 'sideEffects', 'timeoutSeconds', 'matchPolicy', 'reinvocationPolicy', 'admissionReviewVersions', 'rules', 'objectSelector', 'namespaceSelector'] as const
-  for (const want of sent.webhooks ?? []) {
-    const have = got.webhooks?.find((w) => w.name === want.name)
+  for (const want of webhooksOf(sent)) {
+    const have = webhooksOf(got).find((w) => w.name === want.name)
     if (!have) {
       out.push(`webhook ${want.name} missing`)
       continue
     }
     for (const f of fields) {
-      if (canonical(want[f]) !== canonical(have[f])) out.push(`${want.name}.${f}: sent ${canonical(want[f])}, registered ${canonical(have[f])}`)
+      if (canonical(want[f]) === canonical(have[f])) continue
+      if (want[f] === undefined && f in APISERVER_DEFAULTS && canonical(have[f]) === canonical(APISERVER_DEFAULTS[f])) continue
+      out.push(`${want.name}.${f}: sent ${canonical(want[f])}, registered ${canonical(have[f])}`)
     }
   }
   return out
 }
 
-/** Other webhook configurations that also run smart-restore's webhook (e.g. a deployed copy). */
+/** Other webhook configurations that also run smart-restore's webhooks (e.g. a deployed copy), as `<Kind> <name>`. */
 export async function otherSmartRestoreWebhooks(apis: Apis, ownName: string): Promise<string[]> {
-  const list = await call((o) => apis.admission.listMutatingWebhookConfiguration({}, o))
-  return list.items.filter((c) => c.metadata?.name !== ownName && c.webhooks?.some((w) => w.name === WEBHOOK_NAME)).map((c) => c.metadata!.name!)
+  const mutating = await call((o) => apis.admission.listMutatingWebhookConfiguration({}, o))
+  const validating = await call((o) => apis.admission.listValidatingWebhookConfiguration({}, o))
+  const others = (kind: string, items: WebhookConfiguration[]) =>
+    items.filter((c) => c.metadata?.name !== ownName && webhooksOf(c).some((w) => w.name.endsWith('.smart-restore.io'))).map((c) => `${kind} ${c.metadata!.name!}`)
+  return [...others('MutatingWebhookConfiguration', mutating.items), ...others('ValidatingWebhookConfiguration', validating.items)]
 }
 
 /** The Warning headers of an apiserver response, as one string (node-fetch joins repeats with ", "). */
@@ -500,11 +564,11 @@ export function warningsOf(info: { headers: Record<string, string> }): string {
 
 export function webhookReachabilityHint(host: string, url: string): string {
   return [
-    `The apiserver must reach the in-process webhook at ${url}.`,
+    `The apiserver must reach the in-process webhook at ${url} (both /mutate and /validate).`,
     `127.0.0.1 only works when the kube-apiserver runs on this machine outside a container, or in one with host networking (e.g. a bare apiserver binary).`,
     `kind: the apiserver runs in a container; use the docker network gateway (often 172.18.0.1): E2E_WEBHOOK_HOST=$(docker network inspect kind -f '{{range .IPAM.Config}}{{println .Gateway}}{{end}}' | grep -m1 '\\.')`,
     `k3d: E2E_WEBHOOK_HOST=host.k3d.internal. minikube: host.minikube.internal. Docker Desktop: host.docker.internal.`,
-    `Otherwise expose a port and set E2E_WEBHOOK_URL=https://<address the apiserver can reach>/mutate (its host is added to the serving certificate) and E2E_WEBHOOK_PORT=<local port>.`,
+    `Otherwise expose a port and set E2E_WEBHOOK_URL=https://<address the apiserver can reach>/mutate (its host is added to the serving certificate; /validate is registered next to it) and E2E_WEBHOOK_PORT=<local port>.`,
     `A firewall on this host must allow the webhook port${host === '127.0.0.1' ? '' : ` from the cluster to ${host}`}.`,
   ].join('\n')
 }
@@ -549,6 +613,87 @@ export async function waitForWebhook(apis: Apis, namespace: string, annotationPr
         return { state: 'effective', attempts, ms: Date.now() - started }
       } else {
         throw new E2EError(`dry-run create of a probe PVC in ${namespace} failed for a reason unrelated to the webhook: ${f.code ? `HTTP ${f.code}: ` : ''}${f.message}`)
+      }
+    }
+    await sleep(1000)
+  }
+  return { ...last, attempts, ms: Date.now() - started }
+}
+
+export type ReadyProbe = { ready: true; attempts: number; ms: number } | { ready: false; attempts: number; ms: number; reason: string }
+
+/** One GET of the service's /readyz over HTTPS, trusting only `caCert`: the status code and the body's reason. */
+function getReadyz(serviceUrl: string, caCert: string, timeoutMs: number): Promise<{ code: number; reason?: string }> {
+  return new Promise((resolve, reject) => {
+    const req = https.get(new URL('/readyz', serviceUrl), { ca: caCert, timeout: timeoutMs }, (res) => {
+      let text = ''
+      res.setEncoding('utf8')
+      res.on('data', (d: string) => (text += d))
+      res.on('error', reject)
+      res.on('end', () => {
+        let reason: string | undefined
+        try {
+          const body = JSON.parse(text) as { reason?: unknown }
+          if (typeof body.reason === 'string') reason = body.reason
+        } catch {
+          reason = text.slice(0, 300) || undefined
+        }
+        resolve({ code: res.statusCode ?? 0, reason })
+      })
+    })
+    req.on('timeout', () => req.destroy(new Error(`no answer within ${timeoutMs} ms`)))
+    req.on('error', reject)
+  })
+}
+
+/**
+ * Wait until the service's /readyz answers 200: in cluster mode that is when its watched caches (the
+ * deletion guard's view of backups and restores in flight) have their initial lists. Until then
+ * the guard refuses every PVC DELETE as retryable (503).
+ */
+export async function waitForReady(serviceUrl: string, caCert: string, maxMs = 60_000): Promise<ReadyProbe> {
+  const started = Date.now()
+  let attempts = 0
+  let reason = 'not asked yet'
+  while (Date.now() - started < maxMs) {
+    attempts++
+    try {
+      const r = await getReadyz(serviceUrl, caCert, 5_000)
+      if (r.code === 200) return { ready: true, attempts, ms: Date.now() - started }
+      reason = `HTTP ${r.code}${r.reason ? `: ${r.reason}` : ''}`
+    } catch (err) {
+      reason = `GET ${new URL('/readyz', serviceUrl).href} failed: ${(err as Error).message}`
+    }
+    await sleep(500)
+  }
+  return { ready: false, attempts, ms: Date.now() - started, reason }
+}
+
+/**
+ * Wait until the apiserver calls the deletion guard for the namespace (the configuration lags its
+ * creation, as for the mutating one). `pvcName` must be a PVC whose `<prefix>allow-delete` annotation
+ * is empty: the guard refuses to delete it (422, "needs a reason") whatever is in flight and whether
+ * or not its caches have synced. Each attempt is a server-side dry-run DELETE: nothing is deleted,
+ * even before the guard is in place.
+ */
+export async function waitForDeleteGuard(apis: Apis, namespace: string, pvcName: string, maxMs = 30_000): Promise<WebhookProbe> {
+  const started = Date.now()
+  let attempts = 0
+  let last: WebhookProbe = { state: 'not-called', attempts: 0, ms: 0 }
+  while (Date.now() - started < maxMs) {
+    attempts++
+    try {
+      await call((o) => apis.core.deleteNamespacedPersistentVolumeClaim({ namespace, name: pvcName, dryRun: 'All' }, o))
+      last = { state: 'not-called', attempts, ms: Date.now() - started }
+    } catch (err) {
+      const f = kubeFailure(err)
+      if (f.message.includes(`admission webhook "${DELETE_GUARD_WEBHOOK}" denied the request`)) {
+        return { state: 'effective', attempts, ms: Date.now() - started }
+      }
+      if (/failed calling webhook|webhook .*(timeout|deadline)/i.test(f.message)) {
+        last = { state: 'failing', attempts, ms: Date.now() - started, message: f.message }
+      } else {
+        throw new E2EError(`dry-run DELETE of the probe PVC ${namespace}/${pvcName} failed for a reason unrelated to the deletion guard: ${f.code ? `HTTP ${f.code}: ` : ''}${f.message}`)
       }
     }
     await sleep(1000)
@@ -602,26 +747,53 @@ export class Cleanup {
 
 /**
  * Delete each named object; resolves to e.g. "deleted with-backup, no-backup" (absent ones are not
- * listed). Every name is tried; the first real failure is thrown at the end.
+ * listed). Every name is tried; the first real failure is thrown at the end. A failure `retry`
+ * accepts is tried again (once a second) until `retryForMs` has passed for that name.
  */
-export async function deleteEach(names: string[], del: (name: string, o: k8s.ConfigurationOptions) => Promise<unknown>): Promise<string> {
+export async function deleteEach(
+  names: string[],
+  del: (name: string, o: k8s.ConfigurationOptions) => Promise<unknown>,
+  opts: { retry?: (f: KubeFailure) => boolean; retryForMs?: number } = {},
+): Promise<string> {
   const deleted: string[] = []
   const failed: string[] = []
   for (const name of names) {
-    try {
-      await call((o) => del(name, o))
-      deleted.push(name)
-    } catch (err) {
-      if (!isNotFound(err)) failed.push(`${name}: ${kubeFailure(err).message}`)
+    const started = Date.now()
+    let retries = 0
+    for (;;) {
+      try {
+        await call((o) => del(name, o))
+        deleted.push(retries ? `${name} (after ${retries} retr${retries === 1 ? 'y' : 'ies'} in ${((Date.now() - started) / 1000).toFixed(1)} s)` : name)
+      } catch (err) {
+        if (isNotFound(err)) break
+        const f = kubeFailure(err)
+        if (opts.retry?.(f) && Date.now() - started < (opts.retryForMs ?? 0)) {
+          retries++
+          await sleep(1000)
+          continue
+        }
+        failed.push(`${name}: ${f.message}`)
+      }
+      break
     }
   }
   if (failed.length > 0) throw new Error(`deleted ${deleted.join(', ') || 'nothing'}; failed ${failed.join('; ')}`)
   return deleted.length > 0 ? `deleted ${deleted.join(', ')}` : 'none existed'
 }
 
+/**
+ * A PVC DELETE that smart-restore's deletion guard refused (or could not be asked about) right after
+ * its webhook configuration was deleted: the apiserver's admission learns of that through an
+ * informer and keeps calling the webhook for a moment, so cleanup retries these for a while.
+ */
+export const refusedByLingeringGuard = (f: KubeFailure) =>
+  f.message.includes(`admission webhook "${DELETE_GUARD_WEBHOOK}" denied the request`) || (f.message.includes(`"${DELETE_GUARD_WEBHOOK}"`) && /failed calling webhook/i.test(f.message))
+
 /** Cleanup phases, in the order the brief requires. */
 export const PHASE = {
   webhook: 10,
+  /** Before the PVCs: a syncing ReplicationSource would make the deletion guard refuse its PVC. */
+  replicationSources: 15,
   pvcs: 20,
   replicationDestinations: 30,
   secrets: 40,
