@@ -150,7 +150,8 @@ export const defaultConfig: Config = {
   namespaceDefaultTierLabel: 'smart-restore.io/default-tier',
   backup: { copyMethod: 'Snapshot' },
   reconciler: { enabled: true, resyncMs: 10 * 60_000, workers: 4 },
-  excludedNamespaces: ['kube-system', 'kube-node-lease', 'kube-public'],
+  // The same list as the webhook configurations' namespaceSelector (webhook-config/), plus kube-public.
+  excludedNamespaces: ['kube-system', 'kube-node-lease', 'kube-public', 'smart-restore'],
   store: {
     type: 'local',
     s3: { endpoint: '', region: 'us-east-1', bucket: '', forcePathStyle: true },
