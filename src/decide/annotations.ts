@@ -12,11 +12,19 @@ export const ANNOTATION = {
   restorePrevious: 'restore-previous',
   /** Delete the PVC even while a backup/restore is in flight; the value is the (required) reason. */
   allowDelete: 'allow-delete',
+  /**
+   * Attach a backup source although backups of the PVC's repository exist and the PVC was not
+   * restored from them; the value is the (required) reason. Without it the reconciler refuses,
+   * because a fresh volume's backups would roll the existing snapshots out of retention.
+   */
+  backupOverExisting: 'backup-over-existing',
   // Written by smart-restore:
   decision: 'decision',
   restoreSource: 'restore-source',
   replicationDestination: 'replication-destination',
   checked: 'checked-location',
+  /** Why the reconciler is not backing the PVC up (set while it refuses, removed once it attaches). */
+  attention: 'attention',
 } as const
 
 export type AnnotationName = (typeof ANNOTATION)[keyof typeof ANNOTATION]

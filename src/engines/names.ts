@@ -38,3 +38,11 @@ export function repositorySecretName(pvc: string, restoreFromKey?: string): stri
     ? boundedName(pvc, 'restic', 253)
     : boundedName(pvc, `restic-from-${shortHash(restoreFromKey)}`, 253)
 }
+
+/**
+ * ReplicationSource of a PVC: `<pvc>-backup`. Bounded like the restore destination because VolSync
+ * names the mover Job `volsync-src-<rs>` (same length as `volsync-dst-`) and labels it with that name.
+ */
+export function backupSourceName(pvc: string): string {
+  return boundedName(pvc, 'backup', MAX_VOLSYNC_OBJECT_NAME)
+}

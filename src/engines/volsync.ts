@@ -2,7 +2,9 @@
  * VolSync manifests (volsync.backube/v1alpha1), built as plain data from the PVC and the config.
  * Field names follow the CRDs in ../shared/fixtures/volsync/crds/.
  */
-import type { Config } from '../config/schema.js'
+import type { BackupSourceConfig, Config } from '../config/schema.js'
+import type { PvcState } from '../reconcile/types.js'
+import { spreadSchedule } from '../reconcile/schedule.js'
 import type { PersistentVolumeClaim } from './pvc.js'
 
 export const VOLSYNC_GROUP = 'volsync.backube'
@@ -124,4 +126,130 @@ export function buildRepositorySecret(args: {
     type: 'Opaque',
     stringData: { ...args.sourceData, RESTIC_REPOSITORY: args.resticRepository },
   }
+}
+
+/** An ownerReference to a PVC, as smart-restore puts it on the objects that exist for that PVC. */
+export interface PvcOwnerReference {
+  apiVersion: 'v1'
+  kind: 'PersistentVolumeClaim'
+  name: string
+  uid: string
+}
+
+/**
+ * The reference that makes Kubernetes' garbage collector delete an object with its PVC. Not a
+ * `controller` reference and no `blockOwnerDeletion`: the PVC does not control the object, and
+ * blockOwnerDeletion would need update rights on persistentvolumeclaims/finalizers for nothing (the
+ * deletion guard already holds a PVC back while a backup of it runs).
+ */
+export function pvcOwnerReference(pvc: Pick<PvcState, 'name' | 'uid'>): PvcOwnerReference {
+  return { apiVersion: 'v1', kind: 'PersistentVolumeClaim', name: pvc.name, uid: pvc.uid }
+}
+
+/** Label on smart-restore's ReplicationSources naming the tier they were written for. */
+export function sourceTierLabel(config: Config): string {
+  return `${config.annotationPrefix}tier`
+}
+
+// A type alias (not an interface) so it is assignable to the reconciler's generic KubeObject.
+export type ReplicationSource = {
+  apiVersion: 'volsync.backube/v1alpha1'
+  kind: 'ReplicationSource'
+  metadata: {
+    name: string
+    namespace: string
+    labels: Record<string, string>
+    annotations: Record<string, string>
+    ownerReferences?: PvcOwnerReference[]
+  }
+  spec: {
+    sourcePVC: string
+    trigger: { schedule: string }
+    restic: Record<string, unknown>
+  }
+}
+
+/**
+ * The `spec.restic` fields a ReplicationSource of smart-restore may carry. The reconciler compares
+ * exactly these between the desired and the existing source, so a field dropped from the
+ * configuration is noticed too, while fields others set (VolSync, a user's `unlock`) are left alone
+ * just as server-side apply leaves them alone.
+ */
+export const SOURCE_RESTIC_FIELDS = [
+  'repository',
+  'copyMethod',
+  'retain',
+  'pruneIntervalDays',
+  'volumeSnapshotClassName',
+  'storageClassName',
+  'cacheCapacity',
+  'cacheStorageClassName',
+  'moverServiceAccount',
+  'moverSecurityContext',
+] as const
+
+/**
+ * The ReplicationSource that backs `pvc` up on `tier`: the `backup` settings with the tier's
+ * `overrides` on top (field by field; an overriding moverSecurityContext replaces the whole object),
+ * the tier's retention, and the tier's schedule spread for this PVC.
+ *
+ * ownerReferences to the PVC are part of it (when the PVC has a uid, as every cached PVC does): the
+ * source is applied in one server-side apply with its owner, so there is no moment in which it
+ * exists unowned and would outlive a PVC deleted in between, and the reconciler's comparison of
+ * desired and existing covers the owner too.
+ *
+ * Throws when `tier` is not configured: callers check the tier first (the reconciler reports an
+ * unknown tier as an Event and builds nothing).
+ */
+export function buildReplicationSource(args: {
+  config: Config
+  pvc: PvcState
+  tier: string
+  name: string
+  repositorySecret: string
+}): ReplicationSource {
+  const { config, pvc, tier } = args
+  // hasOwn: a label value such as `constructor` must not find Object.prototype's.
+  const tierConfig = Object.hasOwn(config.tiers, tier) ? config.tiers[tier] : undefined
+  if (!tierConfig) throw new Error(`tier ${JSON.stringify(tier)} is not configured (tiers: ${Object.keys(config.tiers).join(', ')})`)
+  const settings: BackupSourceConfig = { ...config.backup, ...definedOnly(tierConfig.overrides ?? {}) }
+  const restic: Record<string, unknown> = {
+    repository: args.repositorySecret,
+    copyMethod: settings.copyMethod,
+    // Always: without retain, restic (VolSync's forget) keeps only the last snapshot, and one bad
+    // backup (an emptied volume) would then be the only one left.
+    retain: { ...tierConfig.retain },
+  }
+  if (settings.pruneIntervalDays !== undefined) restic.pruneIntervalDays = settings.pruneIntervalDays
+  if (settings.volumeSnapshotClassName) restic.volumeSnapshotClassName = settings.volumeSnapshotClassName
+  // "Default: the PVC's" (schema.ts): the temporary snapshot/clone volume lives where the PVC lives.
+  const storageClassName = settings.storageClassName ?? pvc.storageClassName
+  if (storageClassName) restic.storageClassName = storageClassName
+  if (settings.cacheCapacity) restic.cacheCapacity = settings.cacheCapacity
+  if (settings.cacheStorageClassName) restic.cacheStorageClassName = settings.cacheStorageClassName
+  if (settings.moverServiceAccount) restic.moverServiceAccount = settings.moverServiceAccount
+  if (settings.moverSecurityContext) restic.moverSecurityContext = structuredClone(settings.moverSecurityContext)
+
+  const source: ReplicationSource = {
+    apiVersion: 'volsync.backube/v1alpha1',
+    kind: 'ReplicationSource',
+    metadata: {
+      name: args.name,
+      namespace: pvc.namespace,
+      labels: { ...managedLabels(config, pvc.name), [sourceTierLabel(config)]: tier },
+      annotations: { [`${config.annotationPrefix}pvc`]: pvc.name },
+    },
+    spec: {
+      sourcePVC: pvc.name,
+      trigger: { schedule: spreadSchedule(tierConfig.schedule, pvc.namespace, pvc.name) },
+      restic,
+    },
+  }
+  if (pvc.uid) source.metadata.ownerReferences = [pvcOwnerReference(pvc)]
+  return source
+}
+
+/** An override given as `undefined` must not erase the base setting. */
+function definedOnly<T extends object>(o: T): Partial<T> {
+  return Object.fromEntries(Object.entries(o).filter(([, v]) => v !== undefined)) as Partial<T>
 }

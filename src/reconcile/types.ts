@@ -28,11 +28,23 @@ export interface ReconcileInput {
   pvc: PvcState
   /** The tier from the namespace's default-tier label, when the PVC carries none. */
   namespaceDefaultTier?: string
-  /** Objects of the PVC's names (`<pvc>-backup`, `<pvc>-restic`, the RD from its dataSourceRef), as cached; absent when none. */
+  /**
+   * Objects of the PVC's names (`<pvc>-backup`, the RD from its dataSourceRef), as cached; absent
+   * when none. Secrets are the exception: smart-restore does not read Secrets cluster-wide (least
+   * privilege), so `secret`/`restoreSecret` are given only when known, and their absence means
+   * "not known", not "missing". The repository Secret is written with server-side apply whenever the
+   * source is, and a foreign one shows up as an apply conflict.
+   */
   existing: {
     source?: KubeObject
     secret?: KubeObject
     destination?: KubeObject
+    /**
+     * The restore Secret named by the RD's spec.restic.repository when that is not `<pvc>-restic`
+     * (a `restore-from` restore uses `<pvc>-restic-from-<hash>`), so it can be owned by the PVC too;
+     * absent when none or not looked up.
+     */
+    restoreSecret?: KubeObject
   }
   /**
    * The store's answer for the PVC's repository, when the controller was asked to probe
@@ -51,7 +63,19 @@ export interface EventSpec {
 
 export type ReconcileStep =
   /** Apply (server-side, field manager smart-restore) the repository Secret and the ReplicationSource. */
-  | { kind: 'apply-source'; secretName: string; resticRepository: string; source: KubeObject }
+  | {
+      kind: 'apply-source'
+      /** `<pvc>-restic`: the PVC's OWN repository Secret (never a restore-from one). */
+      secretName: string
+      /**
+       * Always '' from reconcilePvc: the pure plan cannot know the store's endpoint. The controller
+       * writes `store.resticRepository(repositoryKey)` into the Secret's RESTIC_REPOSITORY.
+       */
+      resticRepository: string
+      /** The PVC's own repository key (`store.keyTemplate`), e.g. `media/data-claim`. */
+      repositoryKey: string
+      source: KubeObject
+    }
   /** Delete smart-restore's ReplicationSource (label removed); the data in S3 is never touched. */
   | { kind: 'delete-source'; name: string; uid?: string }
   /** Add an ownerReference to the PVC on an object smart-restore made before the PVC had a uid (RD, Secret). */
