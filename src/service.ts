@@ -17,7 +17,9 @@ import type { ClusterWriter, InFlightView } from './webhook/ports.js'
 import type { KubeConfig } from '@kubernetes/client-node'
 import { BUILTIN_RULES } from './inflight/rules.js'
 import { mergeRules } from './inflight/match.js'
-import { CachedInFlightView } from './inflight/view.js'
+import { CachedInFlightView, NAMESPACES_SPEC_ID } from './inflight/view.js'
+import { EventRecorder } from './kube/events.js'
+import { BackupReconciler, reconcilerWatchSpecs } from './reconcile/controller.js'
 import type { WatchCacheOptions } from './kube/watch-cache.js'
 
 export interface ServiceHandle {
@@ -44,6 +46,8 @@ export interface StartOptions {
   store?: BackupStore
   /** Options of the watched caches (tests shorten rediscovery). */
   watch?: WatchCacheOptions
+  /** false: no backup-source reconciler even when the configuration enables it (tests of other parts). */
+  reconciler?: boolean
 }
 
 async function loadTls(config: Config, logger: Logger): Promise<{ key: string; cert: string; caCert?: string }> {
@@ -93,12 +97,27 @@ export async function startService(config: Config, opts: StartOptions): Promise<
   const kubeConfig = opts.kubeConfig !== undefined ? opts.kubeConfig : opts.cluster === undefined || opts.inFlight === undefined ? await connectCluster(config, logger) : null
   const cluster = opts.cluster !== undefined ? opts.cluster : kubeConfig ? new ClusterClient(kubeConfig, { requestTimeoutMs: config.kube.requestTimeoutMs, fieldManager: 'smart-restore', logger }) : null
   let view: CachedInFlightView | undefined
+  let reconciler: BackupReconciler | undefined
   let inFlight: InFlightView | null = null
   if (opts.inFlight !== undefined) inFlight = opts.inFlight
   else if (kubeConfig) {
     const rules = mergeRules(BUILTIN_RULES, config.deletionGuard.rules, { disabled: config.deletionGuard.disabledRules })
-    view = CachedInFlightView.create(kubeConfig, rules, { logger, ...opts.watch })
+    const reconcile = config.reconciler.enabled && opts.reconciler !== false
+    view = CachedInFlightView.create(kubeConfig, rules, { logger, ...opts.watch }, reconcile ? reconcilerWatchSpecs(config) : [])
     inFlight = view
+    if (reconcile) {
+      const client = cluster instanceof ClusterClient ? cluster : new ClusterClient(kubeConfig, { requestTimeoutMs: config.kube.requestTimeoutMs, fieldManager: 'smart-restore', logger })
+      reconciler = new BackupReconciler({
+        config,
+        store,
+        cluster: client,
+        events: new EventRecorder({ client, logger }),
+        cache: view.watchedCache,
+        namespacesSpecId: NAMESPACES_SPEC_ID,
+        logger: logger.child({ component: 'reconciler' }),
+      })
+      reconciler.start()
+    }
     // Not awaited: the server answers (and /readyz says "not ready", DELETEs are denied as retryable)
     // while the watches list; a slow list must not keep the process from listening.
     view.start().catch((err: unknown) => logger.error({ err }, 'watched caches failed to start'))
@@ -131,6 +150,7 @@ export async function startService(config: Config, opts: StartOptions): Promise<
     async close() {
       draining = true
       await app.close()
+      await reconciler?.stop()
       await view?.stop()
       store.close()
     },

@@ -30,8 +30,9 @@ export class CachedInFlightView implements InFlightView, NamespaceInfo {
     private readonly rules: InFlightRule[],
   ) {}
 
-  static create(kubeConfig: KubeConfig, rules: InFlightRule[], opts: WatchCacheOptions = {}): CachedInFlightView {
-    return new CachedInFlightView(new WatchedCache(kubeConfig, watchSpecsFor(rules), opts), rules)
+  /** `extraSpecs`: other watches sharing the same cache (the backup reconciler's). */
+  static create(kubeConfig: KubeConfig, rules: InFlightRule[], opts: WatchCacheOptions = {}, extraSpecs: WatchSpec[] = []): CachedInFlightView {
+    return new CachedInFlightView(new WatchedCache(kubeConfig, [...watchSpecsFor(rules), ...extraSpecs], opts), rules)
   }
 
   get watchedCache(): WatchedCache {

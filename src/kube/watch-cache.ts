@@ -59,6 +59,17 @@ export interface WatchSpec {
   transform?: (obj: KubeObject) => KubeObject
 }
 
+/** What happened to an object of a spec's index. */
+export type ChangeType = 'added' | 'modified' | 'deleted'
+
+/**
+ * Called after the spec's index has taken the change (get/byKey already answer with it), for watch
+ * events and for the differences a relist finds. `obj` is the stored copy (for 'deleted': the last
+ * state the apiserver sent when known, else the stored copy); `old` the copy stored before.
+ * 'modified' fires for every new resourceVersion, even when the stored copy looks the same.
+ */
+export type ChangeListener = (type: ChangeType, obj: KubeObject, old?: KubeObject) => void
+
 export interface WatchCacheOptions {
   logger?: KubeLogger
   /** How often discovery is repeated (default 60 000). */
@@ -170,6 +181,7 @@ class SpecState {
   private readonly keys = new Map<string, Map<string, KubeObject>>()
   private warnedTransform = false
   private warnedKeys = false
+  readonly listeners = new Set<ChangeListener>()
 
   constructor(
     readonly spec: WatchSpec,
@@ -208,8 +220,10 @@ class SpecState {
     }
   }
 
-  upsert(obj: KubeObject): void {
+  /** Store `obj`; returns the copy it replaces. */
+  upsert(obj: KubeObject): KubeObject | undefined {
     const id = nsName(obj.metadata.namespace, obj.metadata.name)
+    const prev = this.objects.get(id)?.obj
     this.removeKeys(id)
     let keys: string[] = []
     if (this.spec.indexKeys) {
@@ -224,12 +238,30 @@ class SpecState {
     }
     this.objects.set(id, { obj, keys })
     for (const k of keys) (this.keys.get(k) ?? this.keys.set(k, new Map()).get(k)!).set(id, obj)
+    return prev
   }
 
-  remove(ns: string | undefined, name: string): void {
+  /** Forget an object; returns the copy that was stored. */
+  remove(ns: string | undefined, name: string): KubeObject | undefined {
     const id = nsName(ns, name)
+    const prev = this.objects.get(id)?.obj
     this.removeKeys(id)
     this.objects.delete(id)
+    return prev
+  }
+
+  /** Tell the listeners; a listener that throws is logged and the others still run. */
+  notify(type: ChangeType, obj: KubeObject, old?: KubeObject): void {
+    for (const listener of [...this.listeners]) {
+      try {
+        listener(type, obj, old)
+      } catch (err) {
+        this.log?.warn(
+          { rule: this.id, change: type, object: nsName(obj.metadata.namespace, obj.metadata.name), err: err instanceof Error ? err.message : String(err) },
+          `rule ${this.id}: a change listener threw`,
+        )
+      }
+    }
   }
 
   private removeKeys(id: string): void {
@@ -242,9 +274,12 @@ class SpecState {
     }
   }
 
-  clear(): void {
+  /** Forget every object; returns what was stored. */
+  clear(): KubeObject[] {
+    const all = [...this.objects.values()].map((e) => e.obj)
     this.objects.clear()
     this.keys.clear()
+    return all
   }
 
   byKey(key: string): KubeObject[] {
@@ -395,13 +430,26 @@ class Feed {
     if (this.stopped || !raw) return
     let shared: KubeObject | undefined
     const makeShared = () => (shared ??= deepFreeze(trimObject(raw)))
-    for (const spec of this.specs) spec.upsert(spec.project(raw, makeShared))
+    // Every spec's index first, then the listeners: a listener reading another spec of this feed sees the change there too.
+    const changes = this.specs.map((spec) => {
+      const obj = spec.project(raw, makeShared)
+      return { spec, obj, old: spec.upsert(obj) }
+    })
+    for (const c of changes) if (c.spec.listeners.size) c.spec.notify(c.old ? 'modified' : 'added', c.obj, c.old)
   }
 
   private remove(stub: Stub): void {
+    // A watch DELETED event carries the object's last state; a relist's vanished object has only the old stub.
+    const raw = stub[RAW]
     delete stub[RAW]
     if (this.stopped) return
-    for (const spec of this.specs) spec.remove(stub.metadata.namespace, stub.metadata.name)
+    let shared: KubeObject | undefined
+    const makeShared = () => (shared ??= deepFreeze(trimObject(raw!)))
+    const changes = this.specs.map((spec) => ({ spec, old: spec.remove(stub.metadata.namespace, stub.metadata.name) }))
+    for (const { spec, old } of changes) {
+      if (!old || spec.listeners.size === 0) continue
+      spec.notify('deleted', raw ? spec.project(raw, makeShared) : old, old)
+    }
   }
 
   /** Called by GuardedWatch for every WATCH ListWatch wants to open. */
@@ -671,6 +719,18 @@ export class WatchedCache implements ObjectIndex {
     return !!s && !this.stopped && this.specSynced(s)
   }
 
+  /**
+   * Call `listener` on every change of spec `specId`'s index (see ChangeListener): watch events, the
+   * differences of a relist, the objects of a resource that is uninstalled (deleted) or installed
+   * (added). Exceptions are caught and logged. Returns the unsubscribe function.
+   */
+  onChange(specId: string, listener: ChangeListener): () => void {
+    const s = this.specs.get(specId)
+    if (!s) throw new Error(`onChange: no watch spec ${specId}`)
+    s.listeners.add(listener)
+    return () => void s.listeners.delete(listener)
+  }
+
   // -- readiness and metrics -----------------------------------------------------------------
 
   /** Every spec is ready: discovery ran, and every active spec's list has arrived (and its informer is not failing for longer than maxStaleMs). */
@@ -809,7 +869,8 @@ export class WatchedCache implements ObjectIndex {
       const wasActive = s.active
       s.active = false
       s.feed = undefined
-      s.clear()
+      // The resource is gone (its CRD deleted): so are its objects, for the listeners too.
+      for (const old of s.clear()) s.notify('deleted', old, old)
       this.log?.info({ rule: s.id, resource: s.describe() }, wasActive ? `rule ${s.id} inactive: ${s.spec.resource.kind} no longer installed` : `rule ${s.id} inactive: ${s.spec.resource.kind} not installed`)
     }
     // Feeds left without an active spec stop (all specs of a feed share the resource, so they go together).

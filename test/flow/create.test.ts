@@ -97,8 +97,9 @@ t.test('a snapshot exists: Secret and ReplicationDestination created, PVC patche
   })
   t.equal(rd.metadata.annotations['smart-restore.io/restore-source'], 's3://backups/media/data-claim')
 
-  const posts = api.requests.filter((r) => r.method === 'POST').map((r) => r.path)
-  t.same(posts, ['/api/v1/namespaces/media/secrets', '/apis/volsync.backube/v1alpha1/namespaces/media/replicationdestinations'])
+  const writes = api.requests.filter((r) => r.method !== 'GET').map((r) => `${r.method} ${r.path}`)
+  t.same(writes, ['PATCH /api/v1/namespaces/media/secrets/data-claim-restic', 'POST /apis/volsync.backube/v1alpha1/namespaces/media/replicationdestinations'])
+  t.same(api.requests.filter((r) => r.method === 'GET').map((r) => r.path), ['/api/v1/namespaces/smart-restore/secrets/smart-restore-restic'], 'the only Secret read is the source Secret')
   const line = log.lines().find((l) => l.msg === 'admission' && l.uid === body.request.uid)
   t.match(line, { decision: 'restore', objects: ['Secret media/data-claim-restic (created)', 'ReplicationDestination media/data-claim-restore (created)'] })
 })

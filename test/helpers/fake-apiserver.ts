@@ -9,8 +9,22 @@
  *   `/api/v1/{resource}[/{name}]` (also the cluster-wide list of a namespaced resource).
  * - POST 201 (409 AlreadyExists), GET 200/404, PUT with resourceVersion optimistic concurrency,
  *   DELETE with preconditions and finalizers (the object stays, marked for deletion, until its
- *   finalizers are removed), PATCH: apply-patch+yaml (server-side apply, simplified to
- *   create-or-merge; fieldManager required), merge-patch, json-patch, strategic-merge (as merge).
+ *   finalizers are removed), PATCH: apply-patch+yaml (server-side apply, below; 201 when it
+ *   creates), merge-patch, json-patch, strategic-merge (as merge); `force` only with apply (422).
+ * - Field ownership, minimally: every write records, per manager and operation, the fields it owns
+ *   in managedFields[].fieldsV1 (the apiserver's `{"f:spec":{"f:x":{}}}` format; maps are granular,
+ *   ownerReferences items keyed `k:{"uid":…}`, other lists and scalars atomic). An Update (POST/PUT/merge/JSON patch) owns the fields whose values
+ *   it changed, and others lose them. An apply conflicts (409, details.causes) with fields another
+ *   manager owns with a different value unless `force=true` (then they change hands); fields the
+ *   same manager applied before and no longer applies are removed unless another manager owns them
+ *   too; the rest is merged. An apply by a manager whose name matches an Update entry's never
+ *   conflicts with it.
+ * - A write that changes nothing (an identical apply by the same manager, a PUT of what is stored,
+ *   an empty merge patch) is a no-op: no new resourceVersion, no watch event, managedFields kept —
+ *   as on a real apiserver, which does not write identical bytes.
+ * - core/v1 Events are validated like the apiserver does for /api/v1: timestamps must decode
+ *   (eventTime is a MicroTime: exactly six fractional digits), then the legacy rules (see
+ *   validateEvent). apply-patch bodies must not carry metadata.managedFields (400).
  * - `?dryRun=All` validates and answers, stores nothing.
  * - LIST with `metadata.resourceVersion`, labelSelector (=, ==, !=, in, notin, exists, !exists)
  *   and fieldSelector (dotted paths, = / !=); WATCH `?watch=true&resourceVersion=N` streams
@@ -28,10 +42,11 @@
  *   is a LIST or WATCH of a resource that is not installed, like a real apiserver. (Other verbs on an
  *   uninstalled resource still work, so tests can stage objects before "installing" their CRD.)
  *
- * Simplifications (on purpose): no schema validation or defaulting beyond `opts.defaulters`,
- * objects are stored per group/version (not converted between versions), server-side apply does not
- * track field ownership (no conflicts, omitted fields are not removed), no pagination, no garbage
- * collection of dependents.
+ * Simplifications (on purpose): no schema validation or defaulting beyond `opts.defaulters` (and the
+ * Event rules above), objects are stored per group/version (not converted between versions),
+ * server-side apply knows one keyed list (metadata.ownerReferences, by uid, each item owned whole;
+ * every other list is atomic) and no "before first apply" ownership migration, no pagination, no
+ * garbage collection of dependents.
  */
 import http from 'node:http'
 import type { AddressInfo } from 'node:net'
@@ -219,7 +234,7 @@ interface Status {
   status: 'Failure' | 'Success'
   message?: string
   reason?: string
-  details?: { name?: string; group?: string; kind?: string; uid?: string }
+  details?: { name?: string; group?: string; kind?: string; uid?: string; causes?: Array<{ type: string; message: string; field: string }> }
   code: number
 }
 
@@ -442,6 +457,227 @@ function normalizeSecret(obj: StoredObject): void {
   if (Object.keys(data).length) obj.data = data
   else delete obj.data
   if (!obj.type) obj.type = 'Opaque'
+}
+
+const RFC3339 = /^\d{4}-\d\d-\d\dT\d\d:\d\d:\d\d(\.\d+)?(Z|[+-]\d\d:\d\d)$/
+/** metav1.MicroTime parses with the fixed layout 2006-01-02T15:04:05.000000Z07:00: exactly six digits. */
+const RFC3339_MICRO = /^\d{4}-\d\d-\d\dT\d\d:\d\d:\d\d\.\d{6}(Z|[+-]\d\d:\d\d)$/
+const QUALIFIED_NAME = /^([a-z0-9]([-a-z0-9]*[a-z0-9])?(\.[a-z0-9]([-a-z0-9]*[a-z0-9])?)*\/)?[A-Za-z0-9]([-A-Za-z0-9_.]*[A-Za-z0-9])?$/
+
+/**
+ * core/v1 Event checks, as the apiserver makes them for requests to /api/v1: timestamps must
+ * decode (eventTime is a MicroTime), then the legacy validation: an Event with eventTime set is a
+ * "new" Event and needs reportingComponent, reportingInstance (≤128), action (≤128), reason (≤128)
+ * and a message of at most 1024 bytes; one without must name its involved object's namespace.
+ */
+function validateEvent(obj: StoredObject): void {
+  const cannot = (field: string, value: unknown, layout: string) =>
+    new HttpError(400, `Event in version "v1" cannot be handled as a Event: parsing time ${JSON.stringify(String(value))} as "${layout}": cannot parse ${field}`)
+  for (const f of ['firstTimestamp', 'lastTimestamp'] as const) {
+    const v = obj[f]
+    if (v !== undefined && v !== null && (typeof v !== 'string' || !RFC3339.test(v))) throw cannot(f, v, '2006-01-02T15:04:05Z07:00')
+  }
+  const eventTime = obj.eventTime
+  if (eventTime !== undefined && eventTime !== null && (typeof eventTime !== 'string' || !RFC3339_MICRO.test(eventTime))) throw cannot('eventTime', eventTime, '2006-01-02T15:04:05.000000Z07:00')
+  const str = (v: unknown) => (typeof v === 'string' ? v : '')
+  const involved = isPlainObject(obj.involvedObject) ? obj.involvedObject : {}
+  const involvedNs = str(involved.namespace)
+  const ns = obj.metadata.namespace ?? ''
+  const errs: string[] = []
+  if (!eventTime) {
+    if (involvedNs === '' ? ns !== '' && ns !== 'default' : ns !== involvedNs) errs.push(`involvedObject.namespace: Invalid value: "${involvedNs}": does not match event.namespace`)
+  } else {
+    if (involvedNs === '' && ns !== 'default' && ns !== 'kube-system') errs.push(`involvedObject.namespace: Invalid value: "${involvedNs}": does not match event.namespace`)
+    const controller = str(obj.reportingComponent)
+    if (!controller) errs.push('reportingComponent: Required value')
+    else if (!QUALIFIED_NAME.test(controller)) errs.push(`reportingComponent: Invalid value: "${controller}": must be a qualified name`)
+    const instance = str(obj.reportingInstance)
+    if (!instance) errs.push('reportingInstance: Required value')
+    if (instance.length > 128) errs.push('reportingInstance: Invalid value: "": can have at most 128 characters')
+    const action = str(obj.action)
+    if (!action) errs.push('action: Required value')
+    if (action.length > 128) errs.push('action: Invalid value: "": can have at most 128 characters')
+    const reason = str(obj.reason)
+    if (!reason) errs.push('reason: Required value')
+    if (reason.length > 128) errs.push('reason: Invalid value: "": can have at most 128 characters')
+    if (Buffer.byteLength(str(obj.message)) > 1024) errs.push('message: Invalid value: "": can have at most 1024 characters')
+  }
+  if (errs.length) {
+    const list = errs.length === 1 ? errs[0]! : `[${errs.join(', ')}]`
+    throw new HttpError(422, `Event "${obj.metadata.name}" is invalid: ${list}`, 'Invalid', { name: obj.metadata.name, kind: 'Event' })
+  }
+}
+
+// ---------------------------------------------------------------------------------------------
+// Field ownership (server-side apply, minimal)
+//
+// Each managedFields entry carries a `fieldsV1` set in the apiserver's format (`{"f:spec":{"f:x":{}}}`).
+// Maps are granular (every key its own field), lists and scalars are atomic: enough to model what
+// smart-restore relies on. See startFakeApiServer's doc for the rules.
+
+/** A field path (JSON of its segments, e.g. `["spec","restic","capacity"]`). */
+type FieldKey = string
+
+/** metadata the server owns: never a managed field. */
+const SERVER_METADATA = new Set(['name', 'namespace', 'generateName', 'uid', 'resourceVersion', 'generation', 'creationTimestamp', 'deletionTimestamp', 'deletionGracePeriodSeconds', 'managedFields', 'selfLink'])
+
+/** The leaf field paths of an object: of its status for the status subresource, of everything else otherwise. */
+function fieldPaths(obj: StoredObject, subresource: string | undefined): Set<FieldKey> {
+  const out = new Set<FieldKey>()
+  const walk = (v: unknown, path: string[]): void => {
+    if (v === null || v === undefined) return
+    if (isPlainObject(v) && Object.keys(v).length > 0) for (const [k, c] of Object.entries(v)) walk(c, [...path, k])
+    else if (isKeyedList(path) && Array.isArray(v) && v.every((i) => isPlainObject(i) && typeof i.uid === 'string')) {
+      for (const item of v as Array<{ uid: string }>) out.add(JSON.stringify([...path, listKey(item.uid)]))
+    } else out.add(JSON.stringify(path))
+  }
+  for (const [k, v] of Object.entries(obj)) {
+    if (k === 'apiVersion' || k === 'kind') continue
+    if ((subresource === 'status') !== (k === 'status')) continue
+    if (k === 'metadata' && isPlainObject(v)) {
+      for (const [mk, mv] of Object.entries(v)) if (!SERVER_METADATA.has(mk)) walk(mv, ['metadata', mk])
+      continue
+    }
+    walk(v, [k])
+  }
+  return out
+}
+
+const segments = (p: FieldKey): string[] => JSON.parse(p) as string[]
+
+/**
+ * metadata.ownerReferences is the one list with keyed items (listType=map, key uid), as on the
+ * apiserver: an item's path segment is `k:{"uid":"…"}`, and each item is owned whole.
+ */
+const isKeyedList = (path: string[]) => path.length === 2 && path[0] === 'metadata' && path[1] === 'ownerReferences'
+const listKey = (uid: string) => `k:${JSON.stringify({ uid })}`
+const keyedUid = (segment: string): string | undefined => (segment.startsWith('k:{') ? (JSON.parse(segment.slice(2)) as { uid?: string }).uid : undefined)
+
+/** Step into `v` by one path segment (a keyed segment picks the list item with that uid). */
+function child(v: unknown, segment: string): unknown {
+  const uid = keyedUid(segment)
+  if (uid !== undefined) return Array.isArray(v) ? v.find((i) => isPlainObject(i) && i.uid === uid) : undefined
+  return isPlainObject(v) ? v[segment] : undefined
+}
+
+/** Apply's merge: like a merge patch, except that keyed-list items are merged by key (config wins per item). */
+function applyMerge(old: StoredObject, config: StoredObject): StoredObject {
+  const next = mergePatch(old, config) as StoredObject
+  const before = old.metadata.ownerReferences
+  const applied = config.metadata?.ownerReferences
+  if (Array.isArray(before) && Array.isArray(applied)) {
+    const byUid = new Map<unknown, unknown>()
+    for (const i of before) byUid.set(isPlainObject(i) ? i.uid : i, i)
+    for (const i of applied) byUid.set(isPlainObject(i) ? i.uid : i, i)
+    next.metadata.ownerReferences = [...byUid.values()]
+  }
+  return next
+}
+
+/** One path is the other or contains it. */
+function related(a: FieldKey, b: FieldKey): boolean {
+  const x = segments(a)
+  const y = segments(b)
+  for (let i = 0; i < Math.min(x.length, y.length); i++) if (x[i] !== y[i]) return false
+  return true
+}
+
+function valueAt(obj: unknown, p: FieldKey): unknown {
+  let v = obj
+  for (const s of segments(p)) v = child(v, s)
+  return v
+}
+
+function sameValue(a: unknown, b: unknown): boolean {
+  return JSON.stringify(canonical(a)) === JSON.stringify(canonical(b))
+}
+
+function canonical(v: unknown): unknown {
+  if (Array.isArray(v)) return v.map(canonical)
+  if (isPlainObject(v)) return Object.fromEntries(Object.keys(v).sort().map((k) => [k, canonical(v[k])]))
+  return v
+}
+
+/** Remove a field, and the maps it leaves empty (never metadata itself). */
+function deletePath(obj: StoredObject, p: FieldKey): void {
+  const segs = segments(p)
+  const parents: Array<Record<string, unknown>> = []
+  let node: unknown = obj
+  for (const s of segs.slice(0, -1)) {
+    if (!isPlainObject(node)) return
+    parents.push(node)
+    node = node[s]
+  }
+  const last = segs.at(-1)!
+  const uid = keyedUid(last)
+  if (uid !== undefined && Array.isArray(node)) {
+    const kept = node.filter((i) => !(isPlainObject(i) && i.uid === uid))
+    const parent = parents.at(-1)!
+    if (kept.length) return void (parent[segs.at(-2)!] = kept)
+    delete parent[segs.at(-2)!]
+    return
+  }
+  if (!isPlainObject(node)) return
+  delete node[last]
+  for (let i = segs.length - 2; i >= 1; i--) {
+    const parent = parents[i]!
+    const c = parent[segs[i]!]
+    if (isPlainObject(c) && Object.keys(c).length === 0) delete parent[segs[i]!]
+    else break
+  }
+}
+
+function encodeFields(paths: Iterable<FieldKey>): Record<string, unknown> {
+  const root: Record<string, unknown> = {}
+  for (const p of paths) {
+    let node = root
+    for (const s of segments(p)) node = (node[keyedUid(s) !== undefined ? s : `f:${s}`] ??= {}) as Record<string, unknown>
+  }
+  return root
+}
+
+function decodeFields(fieldsV1: unknown): Set<FieldKey> {
+  const out = new Set<FieldKey>()
+  const walk = (node: unknown, path: string[]): void => {
+    const kids = isPlainObject(node) ? Object.keys(node).filter((k) => k.startsWith('f:') || k.startsWith('k:{')) : []
+    if (kids.length === 0) {
+      if (path.length) out.add(JSON.stringify(path))
+      return
+    }
+    for (const k of kids) walk((node as Record<string, unknown>)[k], [...path, k.startsWith('f:') ? k.slice(2) : k])
+  }
+  walk(fieldsV1, [])
+  return out
+}
+
+/** A managedFields entry; `fields` undefined when it came without fieldsV1 (e.g. staged by a test): kept as is. */
+interface ManagedEntry {
+  manager: string
+  operation: string
+  subresource?: string
+  fields?: Set<FieldKey>
+  /** The entry as stored (time, apiVersion, ...). */
+  raw: Record<string, unknown>
+}
+
+function readManaged(obj: StoredObject): ManagedEntry[] {
+  const list = Array.isArray(obj.metadata.managedFields) ? (obj.metadata.managedFields as unknown[]) : []
+  return list.filter(isPlainObject).map((raw) => {
+    const e: ManagedEntry = { manager: String(raw.manager ?? ''), operation: String(raw.operation ?? ''), raw }
+    if (typeof raw.subresource === 'string' && raw.subresource) e.subresource = raw.subresource
+    if (raw.fieldsV1 !== undefined) e.fields = decodeFields(raw.fieldsV1)
+    return e
+  })
+}
+
+function writeManaged(entries: ManagedEntry[]): Array<Record<string, unknown>> {
+  return entries.map((e) => (e.fields ? { ...e.raw, fieldsType: 'FieldsV1', fieldsV1: encodeFields(e.fields) } : e.raw))
+}
+
+/** managedFields without their timestamps, for "did anything change" comparisons. */
+function managedShape(obj: StoredObject): unknown {
+  const list = Array.isArray(obj.metadata.managedFields) ? (obj.metadata.managedFields as unknown[]) : []
+  return list.map((e) => (isPlainObject(e) ? { ...e, time: undefined } : e))
 }
 
 // ---------------------------------------------------------------------------------------------
@@ -710,17 +946,121 @@ export async function startFakeApiServer(opts: FakeApiServerOptions = {}): Promi
     return obj
   }
 
-  function setManaged(obj: StoredObject, ctx: Ctx, operation: 'Update' | 'Apply'): void {
-    const entries = (Array.isArray(obj.metadata.managedFields) ? obj.metadata.managedFields : []) as Array<Record<string, unknown>>
+  function managedEntry(ctx: Ctx, operation: 'Update' | 'Apply', apiVersion: unknown, fields: Set<FieldKey>): ManagedEntry {
     const sub = ctx.route.subresource
-    const kept = entries.filter((e) => !(e.manager === ctx.manager && e.operation === operation && e.subresource === sub))
-    const entry: Record<string, unknown> = { manager: ctx.manager, operation, apiVersion: obj.apiVersion, time: now(), fieldsType: 'FieldsV1' }
-    if (sub) entry.subresource = sub
-    obj.metadata.managedFields = [...kept, entry]
+    const raw: Record<string, unknown> = { manager: ctx.manager, operation, apiVersion, time: now(), fieldsType: 'FieldsV1' }
+    if (sub) raw.subresource = sub
+    const e: ManagedEntry = { manager: ctx.manager, operation, raw, fields }
+    if (sub) e.subresource = sub
+    return e
   }
 
-  /** Write path shared by PUT/PATCH/apply on an existing object: concurrency, immutable fields, status, generation. */
-  function replaceExisting(ctx: Ctx, old: StoredObject, next: StoredObject, operation: 'Update' | 'Apply', status = 200): void {
+  const sameSub = (e: ManagedEntry, sub: string | undefined) => (e.subresource ?? '') === (sub ?? '')
+
+  /**
+   * managedFields after an Update (POST/PUT/merge/JSON patch) by ctx.manager: it owns the fields whose
+   * values it changed, which other managers lose; removed fields leave every set. Unchanged when the
+   * request changed nothing.
+   */
+  function managedAfterUpdate(ctx: Ctx, old: StoredObject, obj: StoredObject): unknown {
+    const sub = ctx.route.subresource
+    const before = fieldPaths(old, sub)
+    const after = fieldPaths(obj, sub)
+    const changed = [...after].filter((p) => !before.has(p) || !sameValue(valueAt(old, p), valueAt(obj, p)))
+    const gone = [...before].filter((p) => !after.has(p))
+    if (changed.length === 0 && gone.length === 0) return old.metadata.managedFields
+    const entries = readManaged(old)
+    const mine = entries.find((e) => e.manager === ctx.manager && e.operation === 'Update' && sameSub(e, sub))
+    for (const e of entries) {
+      if (!e.fields || e === mine || !sameSub(e, sub)) continue
+      const had = e.fields.size
+      for (const f of [...e.fields]) if (changed.some((p) => related(f, p)) || gone.includes(f)) e.fields.delete(f)
+      if (had > 0 && e.fields.size === 0) entries.splice(entries.indexOf(e), 1)
+    }
+    const fields = new Set([...(mine?.fields ?? []), ...changed].filter((p) => after.has(p)))
+    const entry = managedEntry(ctx, 'Update', obj.apiVersion, fields)
+    const at = mine ? entries.indexOf(mine) : entries.length
+    entries.splice(at, mine ? 1 : 0, ...(fields.size ? [entry] : []))
+    return writeManaged(entries)
+  }
+
+  /**
+   * Server-side apply of `config` onto `old` by ctx.manager: conflicts with other managers' fields
+   * (409 unless force; with force the fields change hands), fields this manager applied before and
+   * no longer applies are removed (unless someone else owns them too), the rest is merged.
+   */
+  function applyOnto(ctx: Ctx, old: StoredObject, config: StoredObject): { next: StoredObject; managed: unknown } {
+    const sub = ctx.route.subresource
+    const force = ctx.query.force === 'true'
+    const mine = fieldPaths(config, sub)
+    const entries = readManaged(old)
+    const conflicts: Array<{ e: ManagedEntry; field: FieldKey }> = []
+    for (const e of entries) {
+      if (!e.fields || e.manager === ctx.manager || !sameSub(e, sub)) continue
+      for (const f of e.fields) {
+        for (const p of mine) {
+          if (related(f, p) && !sameValue(valueAt(old, p), valueAt(config, p))) {
+            conflicts.push({ e, field: f })
+            break
+          }
+        }
+      }
+    }
+    if (conflicts.length && !force) {
+      // As the apiserver words it (apimachinery managedfields/internal/conflict.go): each cause names
+      // the conflicting manager like printManager does (`"m"` for an applier, `"m" using <its
+      // apiVersion>` for an updater) and the field as a fieldpath.Path string (`.data.KEY`,
+      // `.metadata.ownerReferences[uid="…"]`); with several conflicts the message groups the fields
+      // per manager, managers sorted.
+      const pathString = (f: FieldKey) =>
+        segments(f)
+          .map((s) => (keyedUid(s) !== undefined ? `[uid=${JSON.stringify(keyedUid(s))}]` : `.${s}`))
+          .join('')
+      const managerString = (e: ManagedEntry) => {
+        const sub = e.subresource ? ` with subresource ${JSON.stringify(e.subresource)}` : ''
+        return e.operation === 'Update' ? `${JSON.stringify(e.manager)}${sub} using ${String(e.raw.apiVersion ?? '')}` : `${JSON.stringify(e.manager)}${sub}`
+      }
+      const byManager = new Map<ManagedEntry, FieldKey[]>()
+      for (const c of conflicts) byManager.set(c.e, [...(byManager.get(c.e) ?? []), c.field])
+      const order = (e: ManagedEntry) => JSON.stringify([e.manager, e.operation, String(e.raw.apiVersion ?? ''), e.subresource ?? ''])
+      const sorted = [...byManager].sort(([a], [b]) => (order(a) < order(b) ? -1 : order(a) > order(b) ? 1 : 0))
+      const message =
+        conflicts.length === 1
+          ? `Apply failed with 1 conflict: conflict with ${managerString(conflicts[0]!.e)}: ${pathString(conflicts[0]!.field)}`
+          : `Apply failed with ${conflicts.length} conflicts: ${sorted.flatMap(([e, fields]) => [`conflicts with ${managerString(e)}:`, ...fields.map((f) => `- ${pathString(f)}`)]).join('\n')}`
+      // NewApplyConflict: reason Conflict, details with the causes only (no name or kind).
+      throw new HttpError(409, message, 'Conflict', {
+        causes: conflicts.map((c) => ({ type: 'FieldManagerConflict', message: `conflict with ${managerString(c.e)}`, field: pathString(c.field) })),
+      })
+    }
+    for (const { e, field } of conflicts) e.fields!.delete(field)
+    const previous = entries.find((e) => e.manager === ctx.manager && e.operation === 'Apply' && sameSub(e, sub))
+    const next = applyMerge(old, config)
+    for (const p of previous?.fields ?? []) {
+      if (mine.has(p) || [...mine].some((m) => related(m, p))) continue
+      if (entries.some((e) => e !== previous && e.fields?.has(p))) continue
+      deletePath(next, p)
+    }
+    let entry = managedEntry(ctx, 'Apply', config.apiVersion, mine)
+    // An apply that leaves this manager's fields as they were keeps its entry (and its time).
+    if (previous?.fields && sameValue([...previous.fields].sort(), [...mine].sort()) && previous.raw.apiVersion === config.apiVersion) entry = previous
+    // The entry keeps its place in the list; managers whose last field was taken by force drop out.
+    const result = entries.filter((e) => !(e.fields && e.fields.size === 0 && conflicts.some((c) => c.e === e))).map((e) => (e === previous ? entry : e))
+    if (!previous) result.push(entry)
+    return { next, managed: writeManaged(result) }
+  }
+
+  /** What the apiserver validates beyond decoding, for the kinds smart-restore writes with care. */
+  function validate(apiPath: string, obj: StoredObject): void {
+    if (apiPath === '/api/v1/events') validateEvent(obj)
+  }
+
+  /**
+   * Write path shared by PUT/PATCH/apply on an existing object: concurrency, immutable fields, status,
+   * generation, managedFields. A write that changes nothing is a no-op: no new resourceVersion, no
+   * watch event (like the apiserver, which skips writing identical bytes).
+   */
+  function replaceExisting(ctx: Ctx, old: StoredObject, next: StoredObject, operation: 'Update' | 'Apply', status = 200, applied?: unknown): void {
     const r = ctx.route
     const name = old.metadata.name
     const wantRv = next.metadata.resourceVersion
@@ -731,6 +1071,8 @@ export async function startFakeApiServer(opts: FakeApiServerOptions = {}): Promi
     if (next.metadata.name !== name) {
       throw new HttpError(400, `the name of the object (${String(next.metadata.name)}) does not match the name on the URL (${name})`)
     }
+    // managedFields sent with a write replace the stored ones; omitted or unchanged, they are computed.
+    const explicit = applied === undefined && next.metadata.managedFields !== undefined && !sameValue(next.metadata.managedFields, old.metadata.managedFields)
     let obj: StoredObject
     if (r.subresource === 'status') {
       // The status subresource changes status only.
@@ -739,8 +1081,6 @@ export async function startFakeApiServer(opts: FakeApiServerOptions = {}): Promi
       else obj.status = next.status
     } else {
       obj = next
-      // A request that omits managedFields leaves them as they were.
-      obj.metadata.managedFields ??= old.metadata.managedFields
       // The main resource ignores status changes (status subresource) and keeps server-owned metadata.
       if (old.status === undefined) delete obj.status
       else obj.status = clone(old.status)
@@ -750,18 +1090,22 @@ export async function startFakeApiServer(opts: FakeApiServerOptions = {}): Promi
       else (obj.metadata as Record<string, unknown>)[k] = old.metadata[k]
     }
     complete(r.apiPath, obj)
-    if (old.metadata.generation !== undefined && JSON.stringify(obj.spec) !== JSON.stringify(old.spec)) {
+    validate(r.apiPath, obj)
+    if (old.metadata.generation !== undefined && !sameValue(obj.spec, old.spec)) {
       obj.metadata.generation = old.metadata.generation + 1
     }
-    setManaged(obj, ctx, operation)
-    if (ctx.dryRun) {
-      obj.metadata.resourceVersion = old.metadata.resourceVersion
-      return reply(ctx.res, status, obj)
-    }
+    if (applied !== undefined) obj.metadata.managedFields = applied
+    else if (explicit) obj.metadata.managedFields = next.metadata.managedFields
+    else obj.metadata.managedFields = managedAfterUpdate(ctx, old, obj)
+    if (obj.metadata.managedFields === undefined) delete obj.metadata.managedFields
+    obj.metadata.resourceVersion = old.metadata.resourceVersion
+    const noop = sameValue({ ...obj, metadata: { ...obj.metadata, managedFields: undefined } }, { ...old, metadata: { ...old.metadata, managedFields: undefined } }) && sameValue(managedShape(obj), managedShape(old))
+    if (noop) return reply(ctx.res, status, old)
+    if (ctx.dryRun) return reply(ctx.res, status, obj)
     reply(ctx.res, status, storeWrite(r.apiPath, obj, old))
   }
 
-  function create(ctx: Ctx, obj: StoredObject, operation: 'Update' | 'Apply'): void {
+  function create(ctx: Ctx, obj: StoredObject, operation: 'Update' | 'Apply', appliedFields?: Set<FieldKey>): void {
     const r = ctx.route
     if (obj.metadata.resourceVersion) throw new HttpError(400, 'resourceVersion should not be set on objects to be created')
     if (!obj.metadata.name && typeof obj.metadata.generateName === 'string' && obj.metadata.generateName) {
@@ -785,7 +1129,8 @@ export async function startFakeApiServer(opts: FakeApiServerOptions = {}): Promi
     delete obj.metadata.managedFields
     defaultNew(r.apiPath, obj)
     complete(r.apiPath, obj)
-    setManaged(obj, ctx, operation)
+    validate(r.apiPath, obj)
+    obj.metadata.managedFields = writeManaged([managedEntry(ctx, operation, obj.apiVersion, appliedFields ?? fieldPaths(obj, undefined))])
     if (ctx.dryRun) return reply(ctx.res, 201, obj)
     reply(ctx.res, 201, storeWrite(r.apiPath, obj, undefined))
   }
@@ -922,15 +1267,19 @@ export async function startFakeApiServer(opts: FakeApiServerOptions = {}): Promi
       if (applied.metadata.name !== undefined && applied.metadata.name !== name) {
         throw new HttpError(400, `the name of the object (${String(applied.metadata.name)}) does not match the name on the URL (${name})`)
       }
+      if (applied.metadata.managedFields !== undefined && applied.metadata.managedFields !== null) {
+        throw new HttpError(400, 'metadata.managedFields must be nil')
+      }
       applied.metadata.name = name
       if (!old) {
         if (r.subresource) throw notFound(r, name)
-        return create(ctx, applied, 'Apply')
+        return create(ctx, applied, 'Apply', fieldPaths(applied, undefined))
       }
-      const next = mergePatch(old, applied) as StoredObject
+      const { next, managed } = applyOnto(ctx, old, applied)
       if (!applied.metadata.resourceVersion) next.metadata.resourceVersion = old.metadata.resourceVersion
-      return replaceExisting(ctx, old, next, 'Apply')
+      return replaceExisting(ctx, old, next, 'Apply', 200, managed)
     }
+    if (ctx.query.force !== undefined) throw new HttpError(422, 'force: Invalid value: true: may not be specified for non-apply patch', 'Invalid')
     if (!old) throw notFound(r, name)
     let next: StoredObject
     if (ct === 'application/merge-patch+json' || ct === 'application/strategic-merge-patch+json') {

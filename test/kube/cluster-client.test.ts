@@ -3,8 +3,10 @@
  * what is sent, what ends up stored, and how every failure surfaces.
  */
 import t from 'tap'
+import http from 'node:http'
+import type { AddressInfo } from 'node:net'
 import { KubeConfig } from '@kubernetes/client-node'
-import { ClusterClient, assessReplicationDestination, firstDifference, type DesiredReplicationDestination, type DesiredSecret } from '../../src/kube/cluster-client.js'
+import { ClusterClient, applyConflicts, assessReplicationDestination, firstDifference, type DesiredReplicationDestination, type DesiredSecret } from '../../src/kube/cluster-client.js'
 import { KubeApiError } from '../../src/kube/errors.js'
 import { startFakeApiServer, type FakeApiServer, type FakeApiServerOptions, type StoredObject } from '../helpers/fake-apiserver.js'
 
@@ -67,106 +69,290 @@ async function rejection(p: Promise<unknown>): Promise<KubeApiError> {
 const calls = (s: FakeApiServer, skip = 0) => s.requests.slice(skip).map((r) => `${r.method} ${r.path}`)
 
 // -------------------------------------------------------------------------------------------------
-// Secret
+// Secret: server-side apply, never a read
 
-t.test('ensureSecret creates the Secret: exact request and stored object', async (t) => {
+const SECRET_ITEM = `${SECRET_PATH}/data-claim-restic`
+const APPLY_QUERY = { fieldManager: 'smart-restore' }
+
+/** The apply configuration ensureSecret sends for desiredSecret(overrides): stringData folded into base64 data. */
+function appliedBody(overrides: Record<string, string> = {}) {
+  const d = desiredSecret(overrides)
+  return {
+    apiVersion: 'v1',
+    kind: 'Secret',
+    metadata: d.metadata,
+    type: 'Opaque',
+    data: Object.fromEntries(Object.entries(d.stringData!).map(([k, v]) => [k, b64(v)])),
+  }
+}
+
+/** Every GET of a Secret (or a list of them): smart-restore may not read Secrets outside its own namespace. */
+const secretReads = (server: FakeApiServer) => server.requestsMatching('GET', /\/secrets(\/|$)/).map((r) => r.path)
+
+/** Someone else's Secret, written over HTTP like `kubectl create secret` (an Update by that manager). */
+async function foreignSecret(server: FakeApiServer, manager: string, values: Record<string, string>, labels?: Record<string, string>): Promise<StoredObject> {
+  const other = new ClusterClient(server.kubeConfig, { requestTimeoutMs: 2000, fieldManager: manager })
+  await other.createObject({ apiVersion: 'v1', kind: 'Secret', metadata: { name: 'data-claim-restic', namespace: 'media', ...(labels ? { labels } : {}) }, type: 'Opaque', stringData: values })
+  return server.objects.get(SECRETS, 'media', 'data-claim-restic')!
+}
+
+t.test('ensureSecret creates the Secret by server-side apply: exact request and stored object', async (t) => {
   const { server, client } = await setup(t)
   t.equal(await client.ensureSecret(desiredSecret()), 'created')
-  t.strictSame(calls(server), [`POST ${SECRET_PATH}`])
-  const post = server.requests[0]!
-  t.strictSame(post.query, { fieldManager: 'smart-restore' })
-  t.equal(post.contentType, 'application/json')
-  t.strictSame(post.body, desiredSecret())
+  t.strictSame(calls(server), [`PATCH ${SECRET_ITEM}`], 'one apply, no read, no POST')
+  const patch = server.requests[0]!
+  t.strictSame(patch.query, APPLY_QUERY, 'fieldManager smart-restore, no force')
+  t.equal(patch.contentType, 'application/apply-patch+yaml')
+  t.strictSame(patch.body, appliedBody(), 'stringData sent as base64 data, so the keys are owned (and pruned) by the apply')
 
   const stored = server.objects.get(SECRETS, 'media', 'data-claim-restic')!
   t.ok(stored.metadata.uid && stored.metadata.resourceVersion && stored.metadata.creationTimestamp)
   t.strictSame(stored.metadata.labels, MANAGED)
+  t.strictSame(stored.metadata.annotations, { 'smart-restore.io/pvc': 'data-claim' })
   t.equal(stored.type, 'Opaque')
-  t.equal(stored.stringData, undefined, 'stringData is folded into data by the apiserver')
-  t.strictSame(stored.data, {
-    RESTIC_REPOSITORY: b64('s3:http://minio.example:9000/backups/media/data-claim'),
-    RESTIC_PASSWORD: b64(PASSWORD),
-    AWS_ACCESS_KEY_ID: b64('AKIAEXAMPLE'),
-    AWS_SECRET_ACCESS_KEY: b64('wJalrXUtnFEMI-secret-key'),
-  })
-  t.match(stored.metadata.managedFields, [{ manager: 'smart-restore', operation: 'Update' }])
+  t.equal(stored.stringData, undefined)
+  t.strictSame(stored.data, appliedBody().data)
+  t.match(stored.metadata.managedFields, [{ manager: 'smart-restore', operation: 'Apply' }])
+  t.equal((stored.metadata.managedFields as unknown[]).length, 1)
+  t.strictSame(secretReads(server), [], 'no Secret was read')
 })
 
-t.test('ensureSecret again with the same data: unchanged, one read, no write', async (t) => {
+t.test('ensureSecret again with the same data: one apply, a no-op for the apiserver', async (t) => {
   const { server, client } = await setup(t)
   await client.ensureSecret(desiredSecret())
-  const rv = server.objects.get(SECRETS, 'media', 'data-claim-restic')!.metadata.resourceVersion
+  const first = server.objects.get(SECRETS, 'media', 'data-claim-restic')!
   const before = server.requests.length
-  t.equal(await client.ensureSecret(desiredSecret()), 'unchanged')
-  t.strictSame(calls(server, before), [`POST ${SECRET_PATH}`, `GET ${SECRET_PATH}/data-claim-restic`])
-  t.equal(server.objects.get(SECRETS, 'media', 'data-claim-restic')!.metadata.resourceVersion, rv)
+  t.equal(await client.ensureSecret(desiredSecret()), 'applied')
+  t.strictSame(calls(server, before), [`PATCH ${SECRET_ITEM}`])
+  t.strictSame(server.requests.at(-1)!.query, APPLY_QUERY)
+  t.strictSame(server.objects.get(SECRETS, 'media', 'data-claim-restic'), first, 'same resourceVersion, same managedFields: nothing written')
+  t.strictSame(secretReads(server), [], 'no Secret was read')
 })
 
-t.test('ensureSecret with data given as base64 `data` compares by bytes', async (t) => {
-  const { client } = await setup(t)
-  await client.ensureSecret(desiredSecret())
-  const asData: DesiredSecret = { ...desiredSecret(), stringData: undefined, data: Object.fromEntries(Object.entries(desiredSecret().stringData!).map(([k, v]) => [k, b64(v)])) }
-  t.equal(await client.ensureSecret(asData), 'unchanged')
-})
-
-t.test('ensureSecret on our Secret with rotated data: replaced with resourceVersion, stale keys gone', async (t) => {
+t.test('ensureSecret with data given as base64 `data` is the same apply', async (t) => {
   const { server, client } = await setup(t)
-  server.objects.put(SECRETS, { apiVersion: 'v1', kind: 'Secret', metadata: { name: 'data-claim-restic', namespace: 'media', labels: { ...MANAGED } }, stringData: { ...desiredSecret().stringData, RESTIC_PASSWORD: 'old-password', LEFTOVER: 'x' } })
+  await client.ensureSecret(desiredSecret())
+  const first = server.objects.get(SECRETS, 'media', 'data-claim-restic')!
+  const asData: DesiredSecret = { ...desiredSecret(), stringData: undefined, data: appliedBody().data }
+  t.equal(await client.ensureSecret(asData), 'applied')
+  t.strictSame(server.requests.at(-1)!.body, appliedBody())
+  t.equal(server.objects.get(SECRETS, 'media', 'data-claim-restic')!.metadata.resourceVersion, first.metadata.resourceVersion)
+})
+
+t.test('ensureSecret over our own earlier apply with rotated data: updated in place, dropped keys removed', async (t) => {
+  const { server, client } = await setup(t)
+  await client.ensureSecret(desiredSecret({ RESTIC_PASSWORD: 'old-password', LEFTOVER: 'x' }))
   const old = server.objects.get(SECRETS, 'media', 'data-claim-restic')!
+  t.ok('LEFTOVER' in (old.data as object))
   const before = server.requests.length
-  t.equal(await client.ensureSecret(desiredSecret()), 'updated')
-  t.strictSame(calls(server, before), [`POST ${SECRET_PATH}`, `GET ${SECRET_PATH}/data-claim-restic`, `PUT ${SECRET_PATH}/data-claim-restic`])
-  const put = server.requests.at(-1)!
-  t.equal((put.body as StoredObject).metadata.resourceVersion, old.metadata.resourceVersion, 'optimistic concurrency on the version read')
-  t.equal(put.query.fieldManager, 'smart-restore')
+  t.equal(await client.ensureSecret(desiredSecret()), 'applied')
+  t.strictSame(calls(server, before), [`PATCH ${SECRET_ITEM}`])
+  t.strictSame(server.requests.at(-1)!.query, APPLY_QUERY, 'still no force')
   const stored = server.objects.get(SECRETS, 'media', 'data-claim-restic')!
   t.equal(stored.metadata.uid, old.metadata.uid, 'same object, updated in place')
-  t.equal((stored.data as Record<string, string>).RESTIC_PASSWORD, b64(PASSWORD))
-  t.notOk('LEFTOVER' in (stored.data as object), 'keys smart-restore no longer wants are removed')
+  t.not(stored.metadata.resourceVersion, old.metadata.resourceVersion)
+  t.strictSame(stored.data, appliedBody().data, 'new password; LEFTOVER (applied before, not now) removed')
+  t.strictSame(stored.metadata.labels, MANAGED)
   t.strictSame(stored.metadata.annotations, { 'smart-restore.io/pvc': 'data-claim' })
+  t.match(stored.metadata.managedFields, [{ manager: 'smart-restore', operation: 'Apply' }])
+  t.strictSame(secretReads(server), [], 'no Secret was read')
 })
 
-t.test('ensureSecret: our Secret changed concurrently between read and update → retryable conflict', async (t) => {
+t.test('ensureSecret: a foreign Secret with other values is a conflict naming fields and managers, never values', async (t) => {
   const { server, client } = await setup(t)
-  server.objects.put(SECRETS, { metadata: { name: 'data-claim-restic', namespace: 'media', labels: { ...MANAGED } }, stringData: { RESTIC_PASSWORD: 'old-password' } })
-  // Someone writes right after our GET: simulated by answering the PUT with the apiserver's 409.
-  server.fail({ method: 'PUT' }, { status: 409, reason: 'Conflict', message: 'Operation cannot be fulfilled on secrets "data-claim-restic": the object has been modified' })
+  const theirs = { ...desiredSecret().stringData, RESTIC_PASSWORD: 'their-own-password' }
+  const foreign = await foreignSecret(server, 'kubectl-create', theirs)
+  const before = server.requests.length
   const err = await rejection(client.ensureSecret(desiredSecret()))
+  t.strictSame(calls(server, before), [`PATCH ${SECRET_ITEM}`], 'one apply, no read, no retry')
+  t.strictSame(server.requests.at(-1)!.query, APPLY_QUERY, 'never forced over someone else')
   t.equal(err.kind, 'conflict')
-  t.equal(err.retryable, true)
-  t.match(err.message, /changed while smart-restore was updating it; retry/)
+  t.equal(err.status, 409)
+  t.equal(err.reason, 'Conflict')
+  t.equal(err.retryable, false)
+  t.equal(err.object, 'Secret media/data-claim-restic')
+  t.equal(
+    err.message,
+    'Secret media/data-claim-restic exists with values smart-restore did not write (conflicting fields: data.RESTIC_PASSWORD; managers: kubectl-create); delete or rename it, then retry',
+  )
+  for (const v of [PASSWORD, b64(PASSWORD), 'their-own-password', b64('their-own-password')]) t.notMatch(err.message, v)
+  t.strictSame(server.objects.get(SECRETS, 'media', 'data-claim-restic'), foreign, 'not changed at all')
+  t.strictSame(secretReads(server), [], 'no Secret was read')
 })
 
-t.test('ensureSecret: a foreign Secret with the same data is accepted as is', async (t) => {
+t.test('ensureSecret: a foreign Secret labelled differently, several fields and managers', async (t) => {
   const { server, client } = await setup(t)
-  server.objects.put(SECRETS, { metadata: { name: 'data-claim-restic', namespace: 'media', labels: { team: 'media' } }, stringData: desiredSecret().stringData })
-  const before = server.requests.length
-  t.equal(await client.ensureSecret(desiredSecret()), 'unchanged')
-  t.strictSame(calls(server, before), [`POST ${SECRET_PATH}`, `GET ${SECRET_PATH}/data-claim-restic`])
-  t.strictSame(server.objects.get(SECRETS, 'media', 'data-claim-restic')!.metadata.labels, { team: 'media' }, 'not relabelled')
-})
-
-t.test('ensureSecret: a foreign Secret with other data is a conflict naming keys, never values', async (t) => {
-  const { server, client } = await setup(t)
-  server.objects.put(SECRETS, { metadata: { name: 'data-claim-restic', namespace: 'media' }, stringData: { ...desiredSecret().stringData, RESTIC_PASSWORD: 'their-own-password' } })
-  const before = server.requests.length
+  await foreignSecret(server, 'kubectl-create', { ...desiredSecret().stringData, RESTIC_PASSWORD: 'their-own-password' }, { 'app.kubernetes.io/managed-by': 'Helm' })
+  const editor = new ClusterClient(server.kubeConfig, { requestTimeoutMs: 2000, fieldManager: 'kubectl-edit' })
+  await editor.mergePatchObject('v1', 'Secret', 'media', 'data-claim-restic', { data: { AWS_SECRET_ACCESS_KEY: b64('their-secret-key') } })
+  const foreign = server.objects.get(SECRETS, 'media', 'data-claim-restic')!
   const err = await rejection(client.ensureSecret(desiredSecret()))
   t.equal(err.kind, 'conflict')
   t.equal(err.retryable, false)
-  t.equal(err.object, 'Secret media/data-claim-restic')
-  t.match(err.message, /Secret media\/data-claim-restic already exists, is not managed by smart-restore/)
-  t.match(err.message, /keys: RESTIC_PASSWORD/)
-  t.match(err.message, /delete that Secret, or rename it/)
-  t.notMatch(err.message, PASSWORD)
-  t.notMatch(err.message, 'their-own-password')
-  t.strictSame(calls(server, before), [`POST ${SECRET_PATH}`, `GET ${SECRET_PATH}/data-claim-restic`], 'nothing written')
+  t.match(err.message, /^Secret media\/data-claim-restic exists with values smart-restore did not write \(conflicting fields: (.+); managers: (.+)\); delete or rename it, then retry$/)
+  const [, fields, managers] = /conflicting fields: (.+); managers: (.+)\)/.exec(err.message)!
+  t.strictSame(fields!.split(', ').sort(), ['data.AWS_SECRET_ACCESS_KEY', 'data.RESTIC_PASSWORD', 'metadata.labels.app.kubernetes.io/managed-by'])
+  t.strictSame(managers!.split(', ').sort(), ['kubectl-create', 'kubectl-edit'])
+  for (const v of [PASSWORD, 'their-own-password', 'their-secret-key', 'wJalrXUtnFEMI-secret-key']) {
+    t.notMatch(err.message, v)
+    t.notMatch(err.message, b64(v))
+  }
+  t.strictSame(server.objects.get(SECRETS, 'media', 'data-claim-restic'), foreign, 'not changed at all')
+  t.strictSame(secretReads(server), [], 'no Secret was read')
 })
 
-t.test('ensureSecret: the Secret vanishes between create (409) and read → created on the second round', async (t) => {
+t.test('ensureSecret: whatever the apiserver names in a conflict, our values never reach the message', async (t) => {
   const { server, client } = await setup(t)
-  server.fail({ method: 'POST', path: SECRET_PATH }, { status: 409, reason: 'AlreadyExists', message: 'secrets "data-claim-restic" already exists' })
-  t.equal(await client.ensureSecret(desiredSecret()), 'created')
-  t.strictSame(calls(server), [`POST ${SECRET_PATH}`, `GET ${SECRET_PATH}/data-claim-restic`, `POST ${SECRET_PATH}`])
+  // A field manager may be any string: one that happens to hold our password is redacted too.
+  await foreignSecret(server, PASSWORD, { RESTIC_PASSWORD: 'their-own-password' })
+  const err = await rejection(client.ensureSecret(desiredSecret()))
+  t.equal(err.kind, 'conflict')
+  t.match(err.message, '(conflicting fields: data.RESTIC_PASSWORD; managers: [redacted])')
+  t.notMatch(err.message, PASSWORD)
+  t.notMatch(err.message, b64(PASSWORD))
+})
+
+t.test('ensureSecret: a foreign Secret with identical values is accepted; ownership is shared', async (t) => {
+  const { server, client } = await setup(t)
+  const foreign = await foreignSecret(server, 'kubectl-create', desiredSecret().stringData!, { team: 'media' })
+  const before = server.requests.length
+  t.equal(await client.ensureSecret(desiredSecret()), 'applied')
+  t.strictSame(calls(server, before), [`PATCH ${SECRET_ITEM}`])
+  t.strictSame(server.requests.at(-1)!.query, APPLY_QUERY)
+  const stored = server.objects.get(SECRETS, 'media', 'data-claim-restic')!
+  t.equal(stored.metadata.uid, foreign.metadata.uid)
+  t.strictSame(stored.data, foreign.data, 'values as they were')
+  t.strictSame(stored.metadata.labels, { team: 'media', ...MANAGED }, 'their label kept, ours added')
+  t.match(stored.metadata.managedFields, [
+    { manager: 'kubectl-create', operation: 'Update' },
+    { manager: 'smart-restore', operation: 'Apply', fieldsV1: { 'f:data': { 'f:RESTIC_PASSWORD': {} } } },
+  ])
+  t.strictSame(secretReads(server), [], 'no Secret was read')
+})
+
+t.test('ensureSecret: a 409 that is not a field-manager conflict is reported as the apiserver said it', async (t) => {
+  const { server, client } = await setup(t)
+  server.fail({ method: 'PATCH', path: SECRET_ITEM }, { status: 409, message: 'Operation cannot be fulfilled on secrets "data-claim-restic": the object has been modified' })
+  const err = await rejection(client.ensureSecret(desiredSecret()))
+  t.equal(err.kind, 'conflict')
+  t.equal(err.message, 'apply Secret media/data-claim-restic: conflict (HTTP 409 Conflict): Operation cannot be fulfilled on secrets "data-claim-restic": the object has been modified')
+})
+
+/**
+ * A real apiserver counts an Apply and an Update of one manager name as two managers
+ * (kubernetes/kubernetes#107417); the fake does not, so a stub answers what the apiserver would for
+ * a Secret created by a smart-restore from before server-side apply (POST, manager smart-restore).
+ */
+async function stubApiServer(t: Tap, answers: Array<{ status: number; body: unknown }>): Promise<{ client: ClusterClient; requests: Array<{ method: string; url: string; contentType?: string }> }> {
+  const requests: Array<{ method: string; url: string; contentType?: string }> = []
+  const srv = http.createServer((req, res) => {
+    req.resume()
+    req.on('end', () => {
+      requests.push({ method: req.method!, url: req.url!, contentType: req.headers['content-type'] })
+      const a = answers.shift() ?? { status: 500, body: { kind: 'Status', apiVersion: 'v1', status: 'Failure', message: 'stub: no answer left', code: 500 } }
+      res.writeHead(a.status, { 'content-type': 'application/json' })
+      res.end(JSON.stringify(a.body))
+    })
+  })
+  await new Promise<void>((resolve) => srv.listen(0, '127.0.0.1', resolve))
+  t.teardown(() => new Promise<void>((resolve) => srv.close(() => resolve())))
+  const kc = new KubeConfig()
+  kc.loadFromOptions({
+    clusters: [{ name: 'c', server: `http://127.0.0.1:${(srv.address() as AddressInfo).port}`, skipTLSVerify: true }],
+    users: [{ name: 'u', token: 't' }],
+    contexts: [{ name: 'x', cluster: 'c', user: 'u' }],
+    currentContext: 'x',
+  })
+  return { client: new ClusterClient(kc, { requestTimeoutMs: 2000, fieldManager: 'smart-restore' }), requests }
+}
+
+const conflictStatus = (causes: Array<[manager: string, field: string]>) => ({
+  kind: 'Status',
+  apiVersion: 'v1',
+  metadata: {},
+  status: 'Failure',
+  message: `Apply failed with ${causes.length} conflict${causes.length > 1 ? 's' : ''}: ...`,
+  reason: 'Conflict',
+  details: { causes: causes.map(([m, f]) => ({ type: 'FieldManagerConflict', message: `conflict with "${m}" using v1`, field: f })) },
+  code: 409,
+})
+
+t.test('ensureSecret: values held only by our own pre-apply writes (Update by smart-restore) are taken over with force', async (t) => {
+  const stored = { apiVersion: 'v1', kind: 'Secret', metadata: { name: 'data-claim-restic', namespace: 'media', resourceVersion: '7' }, data: appliedBody().data }
+  const { client, requests } = await stubApiServer(t, [
+    { status: 409, body: conflictStatus([['smart-restore', '.data.RESTIC_PASSWORD']]) },
+    { status: 200, body: stored },
+  ])
+  t.equal(await client.ensureSecret(desiredSecret()), 'applied')
+  t.strictSame(
+    requests.map((r) => `${r.method} ${r.url} ${r.contentType}`),
+    [`PATCH ${SECRET_ITEM}?fieldManager=smart-restore application/apply-patch+yaml`, `PATCH ${SECRET_ITEM}?fieldManager=smart-restore&force=true application/apply-patch+yaml`],
+  )
+})
+
+t.test('ensureSecret: our own and another manager in one conflict → not forced, the conflict is reported', async (t) => {
+  const { client, requests } = await stubApiServer(t, [
+    {
+      status: 409,
+      body: conflictStatus([
+        ['smart-restore', '.data.RESTIC_PASSWORD'],
+        ['kubectl-edit', '.data.AWS_ACCESS_KEY_ID'],
+      ]),
+    },
+  ])
+  const err = await rejection(client.ensureSecret(desiredSecret()))
+  t.equal(requests.length, 1)
+  t.equal(err.kind, 'conflict')
+  t.equal(err.retryable, false)
+  t.match(err.message, '(conflicting fields: data.RESTIC_PASSWORD, data.AWS_ACCESS_KEY_ID; managers: smart-restore, kubectl-edit)')
+})
+
+t.test('applyConflicts reads the causes of the apiserver Status', async (t) => {
+  const status = {
+    kind: 'Status',
+    reason: 'Conflict',
+    code: 409,
+    message: 'Apply failed with 3 conflicts: ...',
+    details: {
+      causes: [
+        { type: 'FieldManagerConflict', message: 'conflict with "kubectl-create" using v1', field: '.data.RESTIC_PASSWORD' },
+        { type: 'FieldManagerConflict', message: 'conflict with "argocd-controller"', field: '.metadata.labels.app' },
+        { type: 'FieldManagerConflict', message: 'conflict with "a \\"quoted\\" name" with subresource "status" using v1 at 2024-01-01T00:00:00Z', field: '.data.x' },
+        { type: 'FieldValueInvalid', message: 'other', field: 'data' },
+        { type: 'FieldManagerConflict', message: 'no manager here', field: '.data.y' },
+      ],
+    },
+  }
+  t.strictSame(applyConflicts(JSON.stringify(status)), [
+    { field: 'data.RESTIC_PASSWORD', manager: 'kubectl-create' },
+    { field: 'metadata.labels.app', manager: 'argocd-controller' },
+    { field: 'data.x', manager: 'a "quoted" name' },
+    { field: 'data.y' },
+  ])
+  t.strictSame(applyConflicts(status), applyConflicts(JSON.stringify(status)), 'parsed or raw')
+  t.strictSame(applyConflicts('not json'), [])
+  t.strictSame(applyConflicts({ kind: 'Status', reason: 'Conflict', message: 'the object has been modified' }), [])
+})
+
+t.test('the fake apiserver words an apply conflict as kube-apiserver does', async (t) => {
+  const { server } = await setup(t)
+  await foreignSecret(server, 'kubectl-create', { RESTIC_PASSWORD: 'their-own-password' })
+  const res = await fetch(`${server.url}${SECRET_ITEM}?fieldManager=smart-restore`, {
+    method: 'PATCH',
+    headers: { authorization: `Bearer ${server.token}`, 'content-type': 'application/apply-patch+yaml' },
+    body: JSON.stringify({ apiVersion: 'v1', kind: 'Secret', metadata: { name: 'data-claim-restic' }, data: { RESTIC_PASSWORD: b64(PASSWORD) } }),
+  })
+  t.equal(res.status, 409)
+  t.strictSame(await res.json(), {
+    kind: 'Status',
+    apiVersion: 'v1',
+    metadata: {},
+    status: 'Failure',
+    message: 'Apply failed with 1 conflict: conflict with "kubectl-create" using v1: .data.RESTIC_PASSWORD',
+    reason: 'Conflict',
+    details: { causes: [{ type: 'FieldManagerConflict', message: 'conflict with "kubectl-create" using v1', field: '.data.RESTIC_PASSWORD' }] },
+    code: 409,
+  })
 })
 
 t.test('readSecretData decodes base64 values', async (t) => {
@@ -353,17 +539,18 @@ t.test('logs say what happened and never carry secret values', async (t) => {
   const client = new ClusterClient(server.kubeConfig, { requestTimeoutMs: 2000, fieldManager: 'smart-restore', logger: { debug: log('debug'), info: log('info'), warn: log('warn') } })
   await client.ensureSecret(desiredSecret())
   await client.ensureSecret(desiredSecret({ RESTIC_PASSWORD: 'rotated-password' }))
-  server.fail({ method: 'POST' }, { status: 403 })
+  server.fail({ method: 'PATCH' }, { status: 403 })
   await rejection(client.ensureSecret(desiredSecret()))
   t.match(lines, [
-    /^debug kubernetes api call \{"action":"create","object":"Secret media\/data-claim-restic","ms":\d+\}$/,
-    /^info kubernetes object created \{"object":"Secret media\/data-claim-restic"\}$/,
-    /^debug kubernetes api call failed .*"kind":"conflict","status":409/,
-    /^debug kubernetes api call \{"action":"read"/,
-    /^debug kubernetes api call \{"action":"update"/,
-    /^info kubernetes object updated \{"object":"Secret media\/data-claim-restic","keys":\["RESTIC_PASSWORD"\]\}$/,
-    /^debug kubernetes api call failed .*"kind":"forbidden","status":403/,
+    /^debug kubernetes api call \{"action":"apply","object":"Secret media\/data-claim-restic","ms":\d+\}$/,
+    /^info kubernetes object created \(apply\) \{"object":"Secret media\/data-claim-restic","created":true,"resourceVersion":"\d+"\}$/,
+    /^debug kubernetes api call \{"action":"apply","object":"Secret media\/data-claim-restic","ms":\d+\}$/,
+    /^info kubernetes object applied \{"object":"Secret media\/data-claim-restic","created":false,"resourceVersion":"\d+"\}$/,
+    /^debug kubernetes api call failed \{"action":"apply","object":"Secret media\/data-claim-restic","kind":"forbidden","status":403,"ms":\d+\}$/,
   ])
+  t.equal(lines.length, 5, 'no read, no retry')
+  t.notMatch(lines.join('\n'), b64(PASSWORD))
+  t.notMatch(lines.join('\n'), b64('rotated-password'))
   t.notMatch(lines.join('\n'), PASSWORD)
   t.notMatch(lines.join('\n'), 'rotated-password')
 })
@@ -373,7 +560,7 @@ t.test('logs say what happened and never carry secret values', async (t) => {
 
 t.test('403 → forbidden with the apiserver message', async (t) => {
   const { server, client } = await setup(t)
-  server.fail({ method: 'POST', path: SECRET_PATH }, { status: 403 })
+  server.fail({ method: 'PATCH', path: `${SECRET_PATH}/data-claim-restic` }, { status: 403 })
   const err = await rejection(client.ensureSecret(desiredSecret()))
   t.equal(err.kind, 'forbidden')
   t.equal(err.status, 403)
@@ -381,8 +568,20 @@ t.test('403 → forbidden with the apiserver message', async (t) => {
   t.equal(err.retryable, false)
   t.equal(
     err.message,
-    'create Secret media/data-claim-restic: forbidden (HTTP 403 Forbidden): secrets is forbidden: User "system:serviceaccount:smart-restore:smart-restore" cannot create resource "secrets" in API group "" in the namespace "media"',
+    'apply Secret media/data-claim-restic: forbidden (HTTP 403 Forbidden): secrets "data-claim-restic" is forbidden: User "system:serviceaccount:smart-restore:smart-restore" cannot patch resource "secrets" in API group "" in the namespace "media"',
   )
+  t.strictSame(calls(server), [`PATCH ${SECRET_PATH}/data-claim-restic`], 'no fallback read or create')
+})
+
+t.test('500 on the Secret apply → server, retryable', async (t) => {
+  const { server, client } = await setup(t)
+  server.fail({ method: 'PATCH', path: `${SECRET_PATH}/data-claim-restic` }, { status: 500, message: 'Internal error occurred: etcdserver: leader changed' })
+  const err = await rejection(client.ensureSecret(desiredSecret()))
+  t.equal(err.kind, 'server')
+  t.equal(err.status, 500)
+  t.equal(err.retryable, true)
+  t.equal(err.message, 'apply Secret media/data-claim-restic: server (HTTP 500 InternalError): Internal error occurred: etcdserver: leader changed')
+  t.equal(server.objects.get(SECRETS, 'media', 'data-claim-restic'), undefined)
 })
 
 t.test('500 → server, retryable', async (t) => {
@@ -409,11 +608,12 @@ t.test('422 → invalid, and the apiserver message never carries secret values t
   t.equal(err.status, 422)
   t.match(err.message, /data\[bad key\]: Invalid value/)
   t.notMatch(err.message, PASSWORD)
+  t.notMatch(err.message, b64(PASSWORD))
 })
 
 t.test('secret values echoed in an apiserver message are redacted', async (t) => {
   const { server, client } = await setup(t)
-  server.fail({ method: 'POST' }, { status: 400, message: `cannot decode ${PASSWORD} / ${b64(PASSWORD)}` })
+  server.fail({ method: 'PATCH' }, { status: 400, message: `cannot decode ${PASSWORD} / ${b64(PASSWORD)}` })
   const err = await rejection(client.ensureSecret(desiredSecret()))
   t.equal(err.kind, 'invalid')
   t.notMatch(err.message, PASSWORD)
@@ -439,13 +639,13 @@ t.test('401 (bad credentials) → unauthorized', async (t) => {
 
 t.test('a hung apiserver → timeout within the deadline', async (t) => {
   const { server, client } = await setup(t, { requestTimeoutMs: 300 })
-  server.fail({ method: 'POST' }, { hang: true })
+  server.fail({ method: 'PATCH' }, { hang: true })
   const started = performance.now()
   const err = await rejection(client.ensureSecret(desiredSecret()))
   const elapsed = performance.now() - started
   t.equal(err.kind, 'timeout')
   t.equal(err.retryable, true)
-  t.equal(err.message, 'create Secret media/data-claim-restic: timeout: the Kubernetes API did not answer within 300 ms')
+  t.equal(err.message, 'apply Secret media/data-claim-restic: timeout: the Kubernetes API did not answer within 300 ms')
   t.ok(elapsed >= 290 && elapsed < 800, `returned after ${Math.round(elapsed)} ms`)
 })
 
@@ -485,7 +685,7 @@ t.test('apiserver gone → network', async (t) => {
   const started = performance.now()
   const err = await rejection(client.ensureSecret(desiredSecret()))
   t.equal(err.kind, 'network')
-  t.match(err.message, /^create Secret media\/data-claim-restic: network error \(ECONNREFUSED\): request to http:\/\/127\.0\.0\.1:\d+\/api\/v1\/namespaces\/media\/secrets\?fieldManager=smart-restore failed/)
+  t.match(err.message, /^apply Secret media\/data-claim-restic: network error \(ECONNREFUSED\): request to http:\/\/127\.0\.0\.1:\d+\/api\/v1\/namespaces\/media\/secrets\/data-claim-restic\?fieldManager=smart-restore failed/)
   t.notMatch(err.message, PASSWORD)
   t.ok(performance.now() - started < 1000)
 })

@@ -1,0 +1,221 @@
+/**
+ * The backup-source reconciler: watches PVCs (and the ReplicationSources, ReplicationDestinations
+ * and namespaces that bear on them), and for each changed PVC runs the pure `reconcilePvc` and
+ * carries out its plan with server-side apply under one field manager, so several replicas converge
+ * instead of fighting. Failures retry with per-PVC backoff; Events are deduplicated.
+ */
+import type { Logger } from 'pino'
+import type { Config } from '../config/schema.js'
+import { backupSourceName } from '../engines/names.js'
+import { buildRepositorySecret, REQUIRED_SOURCE_KEYS } from '../engines/volsync.js'
+import type { KubeObject } from '../inflight/types.js'
+import { ownerReferenceTo, type ClusterClient } from '../kube/cluster-client.js'
+import { KubeApiError } from '../kube/errors.js'
+import type { EventRecorder } from '../kube/events.js'
+import type { WatchedCache, WatchSpec } from '../kube/watch-cache.js'
+import type { BackupStore } from '../storage/types.js'
+import { reconcilePvc } from './decide.js'
+import { WorkQueue } from './queue.js'
+import type { PvcState, ReconcilePlan, ReconcileStep } from './types.js'
+
+export const PVC_SPEC_ID = 'reconciler-pvcs'
+export const SOURCES_SPEC_ID = 'reconciler-sources'
+export const DESTINATIONS_SPEC_ID = 'reconciler-destinations'
+
+const PVC_OWNER = (pvc: PvcState) => ({ apiVersion: 'v1', kind: 'PersistentVolumeClaim', name: pvc.name, uid: pvc.uid })
+
+/**
+ * What the reconciler watches: PVCs, and ReplicationSources/Destinations (shared with the deletion
+ * guard's watches of the same resources, so no second connection). Secrets are never watched.
+ */
+export function reconcilerWatchSpecs(config: Config): WatchSpec[] {
+  return [
+    pvcWatchSpec(config),
+    { id: SOURCES_SPEC_ID, resource: { group: 'volsync.backube', version: 'v1alpha1', kind: 'ReplicationSource', plural: 'replicationsources' } },
+    { id: DESTINATIONS_SPEC_ID, resource: { group: 'volsync.backube', version: 'v1alpha1', kind: 'ReplicationDestination', plural: 'replicationdestinations' } },
+  ]
+}
+
+/**
+ * The PVC watch: what the reconciler reads, and nothing else (memory stays small with many PVCs).
+ * Annotations are kept only under smart-restore's prefix: those carry the admission's decision.
+ */
+export function pvcWatchSpec(config: Config): WatchSpec {
+  return {
+    id: PVC_SPEC_ID,
+    resource: { group: '', version: 'v1', kind: 'PersistentVolumeClaim', plural: 'persistentvolumeclaims' },
+    // `all` lists every PVC for the periodic resync; `ns:` finds a namespace's PVCs when its default tier changes.
+    indexKeys: (obj) => (obj.metadata.namespace ? ['all', `ns:${obj.metadata.namespace}`] : []),
+    transform: (obj) => {
+      const md = obj.metadata
+      const annotations = Object.fromEntries(Object.entries((md.annotations as Record<string, string> | undefined) ?? {}).filter(([k]) => k.startsWith(config.annotationPrefix)))
+      const spec = (obj.spec ?? {}) as Record<string, unknown>
+      return {
+        apiVersion: 'v1',
+        kind: 'PersistentVolumeClaim',
+        metadata: { name: md.name, namespace: md.namespace, uid: md.uid, labels: md.labels, annotations, deletionTimestamp: md.deletionTimestamp },
+        spec: { dataSourceRef: spec.dataSourceRef, storageClassName: spec.storageClassName, accessModes: spec.accessModes, resources: spec.resources },
+        status: { phase: (obj.status as { phase?: string } | undefined)?.phase },
+      }
+    },
+  }
+}
+
+export function pvcState(obj: KubeObject): PvcState {
+  const spec = (obj.spec ?? {}) as { dataSourceRef?: PvcState['dataSourceRef']; storageClassName?: string; accessModes?: string[]; resources?: { requests?: { storage?: string } } }
+  return {
+    namespace: obj.metadata.namespace ?? '',
+    name: obj.metadata.name,
+    uid: obj.metadata.uid ?? '',
+    labels: obj.metadata.labels ?? {},
+    annotations: (obj.metadata.annotations as Record<string, string> | undefined) ?? {},
+    phase: (obj.status as { phase?: string } | undefined)?.phase,
+    dataSourceRef: spec.dataSourceRef ?? undefined,
+    deletionTimestamp: obj.metadata.deletionTimestamp,
+    storageClassName: spec.storageClassName ?? undefined,
+    accessModes: spec.accessModes,
+    capacity: spec.resources?.requests?.storage,
+  }
+}
+
+export interface ReconcilerDeps {
+  config: Config
+  store: BackupStore
+  cluster: ClusterClient
+  events: EventRecorder
+  /** Must hold pvcWatchSpec, the ReplicationSource and ReplicationDestination specs, and namespaces. */
+  cache: WatchedCache
+  /** Id of the namespaces watch (shared with the deletion guard). */
+  namespacesSpecId: string
+  logger: Logger
+  /** Counts of decisions, for metrics: refused_existing_backup, foreign_object, ... */
+  count?: (counter: string) => void
+}
+
+export class BackupReconciler {
+  private readonly queue: WorkQueue<string>
+  private resyncTimer: NodeJS.Timeout | undefined
+  private stopped = false
+
+  constructor(private readonly deps: ReconcilerDeps) {
+    this.queue = new WorkQueue<string>({ workers: deps.config.reconciler.workers, handler: (key) => this.reconcileKey(key), logger: deps.logger })
+  }
+
+  /** Subscribe to the caches, queue every PVC once they have synced, and resync periodically. */
+  start(): void {
+    const { cache } = this.deps
+    cache.onChange(PVC_SPEC_ID, (_type, obj) => this.enqueue(obj.metadata.namespace, obj.metadata.name))
+    // Our source deleted or edited behind our back: look at its PVC again.
+    const byPvcAnnotation = (_type: string, obj: KubeObject) => {
+      const pvc = (obj.metadata.labels ?? {})[`${this.deps.config.annotationPrefix}pvc`]
+      if (pvc && obj.metadata.namespace) this.enqueue(obj.metadata.namespace, pvc)
+    }
+    cache.onChange(SOURCES_SPEC_ID, byPvcAnnotation)
+    cache.onChange(DESTINATIONS_SPEC_ID, byPvcAnnotation)
+    // A namespace gaining or losing its default tier concerns all its PVCs.
+    cache.onChange(this.deps.namespacesSpecId, (_type, ns) => {
+      for (const pvc of cache.byKey(PVC_SPEC_ID, `ns:${ns.metadata.name}`)) this.enqueue(pvc.metadata.namespace, pvc.metadata.name)
+    })
+    // The initial `added` callbacks queue every PVC already; this covers a cache that synced before.
+    void this.waitForSyncThenResync()
+    this.resyncTimer = setInterval(() => this.resync(), this.deps.config.reconciler.resyncMs)
+    this.resyncTimer.unref()
+  }
+
+  private async waitForSyncThenResync(): Promise<void> {
+    while (!this.stopped && !(await this.deps.cache.waitForSync(60_000))) {
+      this.deps.logger.warn({ state: this.deps.cache.syncState().filter((s) => !s.synced).map((s) => s.resource) }, 'reconciler waiting for watched caches')
+    }
+    if (!this.stopped) this.resync()
+  }
+
+  async stop(): Promise<void> {
+    this.stopped = true
+    if (this.resyncTimer) clearInterval(this.resyncTimer)
+    await this.queue.stop()
+  }
+
+  stats() {
+    return this.queue.stats()
+  }
+
+  private enqueue(namespace: string | undefined, name: string): void {
+    if (namespace && !this.deps.config.excludedNamespaces.includes(namespace)) this.queue.add(`${namespace}/${name}`)
+  }
+
+  private resync(): void {
+    const all = this.deps.cache.syncState().find((s) => s.id === PVC_SPEC_ID)
+    if (!all?.synced) return
+    for (const pvc of this.deps.cache.byKey(PVC_SPEC_ID, 'all')) this.enqueue(pvc.metadata.namespace, pvc.metadata.name)
+  }
+
+  /** One PVC: decide, probe if asked, act. Throwing makes the queue retry with backoff. */
+  async reconcileKey(key: string): Promise<void> {
+    const { cache, config, store, logger } = this.deps
+    const [namespace, name] = key.split('/') as [string, string]
+    const obj = cache.get(PVC_SPEC_ID, namespace, name)
+    if (!obj) return // deleted: ownerReferences let the garbage collector remove what was ours
+    const pvc = pvcState(obj)
+    const ref = pvc.dataSourceRef
+    const input = {
+      pvc,
+      namespaceDefaultTier: cache.get(this.deps.namespacesSpecId, '', namespace)?.metadata.labels?.[config.namespaceDefaultTierLabel],
+      existing: {
+        source: cache.get(SOURCES_SPEC_ID, namespace, backupSourceName(name)),
+        destination: ref?.kind === 'ReplicationDestination' && ref.apiGroup === 'volsync.backube' ? cache.get(DESTINATIONS_SPEC_ID, namespace, ref.name) : undefined,
+      },
+    }
+    let plan: ReconcilePlan = reconcilePvc(input, config)
+    if (plan.needsProbe) plan = reconcilePvc({ ...input, probe: await store.probe(plan.needsProbe.repositoryKey) }, config)
+    const log = logger.child({ pvc: key })
+    if (plan.steps.length || plan.events.length) log.info({ summary: plan.summary, steps: plan.steps.map((s) => s.kind) }, 'reconcile')
+    else log.debug({ summary: plan.summary }, 'reconcile')
+    for (const step of plan.steps) {
+      try {
+        await this.carryOut(step, pvc)
+      } catch (err) {
+        // Someone else's Secret under our name: report it, do not retry into it every few seconds.
+        if (err instanceof KubeApiError && err.kind === 'conflict' && step.kind === 'apply-source' && !err.retryable) {
+          void this.deps.events.record(pvc, { type: 'Warning', reason: 'ForeignObject', message: err.message })
+          this.deps.count?.('foreign_object')
+          this.queue.addAfter(key, config.reconciler.resyncMs)
+          return
+        }
+        throw err
+      }
+    }
+    for (const event of plan.events) void this.deps.events.record(pvc, event)
+    for (const c of plan.counters) this.deps.count?.(c)
+    if (plan.requeueAfterMs) this.queue.addAfter(key, plan.requeueAfterMs)
+  }
+
+  private async carryOut(step: ReconcileStep, pvc: PvcState): Promise<void> {
+    const { cluster, config, store } = this.deps
+    switch (step.kind) {
+      case 'apply-source': {
+        const source = config.restore.sourceSecret
+        const data = await cluster.readSecretData(source.namespace, source.name)
+        const missing = REQUIRED_SOURCE_KEYS.filter((k) => !data[k])
+        if (missing.length) throw new Error(`source Secret ${source.namespace}/${source.name} lacks ${missing.join(', ')}`)
+        const secret = buildRepositorySecret({ config, namespace: pvc.namespace, pvcName: pvc.name, name: step.secretName, resticRepository: store.resticRepository(step.repositoryKey), sourceData: data })
+        // The Secret first (the source reads it); owned by the PVC so it goes with it.
+        await cluster.ensureSecret({ ...secret, metadata: { ...secret.metadata, ownerReferences: [ownerReferenceTo(PVC_OWNER(pvc))] } } as Parameters<ClusterClient['ensureSecret']>[0])
+        const cached = this.deps.cache.get(SOURCES_SPEC_ID, pvc.namespace, step.source.metadata.name)
+        await cluster.apply(step.source, { knownResourceVersion: (cached?.metadata.resourceVersion as string | undefined) ?? null })
+        return
+      }
+      case 'delete-source':
+        await cluster.delete('volsync.backube/v1alpha1', 'ReplicationSource', pvc.namespace, step.name, { uid: step.uid })
+        return
+      case 'own':
+        await cluster.addOwnerReference(step.apiVersion, step.objectKind, pvc.namespace, step.name, PVC_OWNER(pvc))
+        return
+      case 'annotate-pvc':
+        await cluster.patchPvcMetadata(pvc.namespace, pvc.name, { annotations: step.annotations })
+        return
+      case 'label-pvc':
+        await cluster.patchPvcMetadata(pvc.namespace, pvc.name, { labels: step.labels })
+        return
+    }
+  }
+}
