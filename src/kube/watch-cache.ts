@@ -31,6 +31,7 @@
  *  - ListWatch keeps every object it has seen, whole. Here it only holds small stubs
  *    (name/namespace/resourceVersion); each spec's index holds a trimmed, frozen copy.
  */
+import { setMaxListeners } from 'node:events'
 import type { Agent } from 'node:http'
 import { ListWatch, Watch, type KubeConfig, type KubernetesListObject, type KubernetesObject } from '@kubernetes/client-node'
 import type { KubeObject, ObjectIndex, ResourceRef } from '../inflight/types.js'
@@ -633,7 +634,11 @@ export class WatchedCache implements ObjectIndex {
   private readonly maxStaleMs: number
   private readonly shared: Shared
   private readonly counters: WatchCacheStats = { listRequests: 0, watchRequests: 0, discoveryRequests: 0, events: 0, restarts: 0 }
-  private readonly stopController = new AbortController()
+  private readonly stopController = ((c) => {
+    // Discovery sends one request per group/version at once, all listening on this one signal.
+    setMaxListeners(0, c.signal)
+    return c
+  })(new AbortController())
   private discoveryTimer: NodeJS.Timeout | undefined
   private discoveryDueAt = 0
   private discovering: Promise<void> | undefined
