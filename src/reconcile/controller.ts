@@ -12,7 +12,7 @@ import type { KubeObject } from '../inflight/types.js'
 import { ownerReferenceTo, type ClusterClient } from '../kube/cluster-client.js'
 import { KubeApiError } from '../kube/errors.js'
 import type { EventRecorder } from '../kube/events.js'
-import type { WatchedCache, WatchSpec } from '../kube/watch-cache.js'
+import { trimObject, type WatchedCache, type WatchSpec } from '../kube/watch-cache.js'
 import type { BackupStore } from '../storage/types.js'
 import { reconcilePvc } from './decide.js'
 import { WorkQueue } from './queue.js'
@@ -29,10 +29,17 @@ const PVC_OWNER = (pvc: PvcState) => ({ apiVersion: 'v1', kind: 'PersistentVolum
  * guard's watches of the same resources, so no second connection). Secrets are never watched.
  */
 export function reconcilerWatchSpecs(config: Config): WatchSpec[] {
+  // smart-restore's own annotations are kept: the desired objects carry them (a cache without them
+  // would make every comparison differ), and `<prefix>pvc` names the PVC even past 63 characters.
+  const withOurAnnotations = (obj: KubeObject): KubeObject => {
+    const trimmed = trimObject(obj)
+    const annotations = Object.fromEntries(Object.entries((obj.metadata.annotations as Record<string, string> | undefined) ?? {}).filter(([k]) => k.startsWith(config.annotationPrefix)))
+    return { ...trimmed, metadata: { ...trimmed.metadata, annotations } }
+  }
   return [
     pvcWatchSpec(config),
-    { id: SOURCES_SPEC_ID, resource: { group: 'volsync.backube', version: 'v1alpha1', kind: 'ReplicationSource', plural: 'replicationsources' } },
-    { id: DESTINATIONS_SPEC_ID, resource: { group: 'volsync.backube', version: 'v1alpha1', kind: 'ReplicationDestination', plural: 'replicationdestinations' } },
+    { id: SOURCES_SPEC_ID, resource: { group: 'volsync.backube', version: 'v1alpha1', kind: 'ReplicationSource', plural: 'replicationsources' }, transform: withOurAnnotations },
+    { id: DESTINATIONS_SPEC_ID, resource: { group: 'volsync.backube', version: 'v1alpha1', kind: 'ReplicationDestination', plural: 'replicationdestinations' }, transform: withOurAnnotations },
   ]
 }
 
@@ -107,7 +114,7 @@ export class BackupReconciler {
     cache.onChange(PVC_SPEC_ID, (_type, obj) => this.enqueue(obj.metadata.namespace, obj.metadata.name))
     // Our source deleted or edited behind our back: look at its PVC again.
     const byPvcAnnotation = (_type: string, obj: KubeObject) => {
-      const pvc = (obj.metadata.labels ?? {})[`${this.deps.config.annotationPrefix}pvc`]
+      const pvc = ((obj.metadata.annotations as Record<string, string> | undefined) ?? {})[`${this.deps.config.annotationPrefix}pvc`]
       if (pvc && obj.metadata.namespace) this.enqueue(obj.metadata.namespace, pvc)
     }
     cache.onChange(SOURCES_SPEC_ID, byPvcAnnotation)

@@ -39,6 +39,7 @@ import {
   makeApis,
   newRunId,
   otherSmartRestoreWebhooks,
+  pollUntil,
   readE2EEnv,
   refusedByLingeringGuard,
   registeredDifferences,
@@ -70,16 +71,30 @@ const PVC = {
   badTier: 'bad-tier',
   dryRun: 'dry-run-restore',
   s3Down: 's3-down',
+  /** Fresh (nothing in S3), then Bound: the backup-source reconciler attaches, retiers and detaches its ReplicationSource. */
+  backedUp: 'backed-up',
   /** Unlabelled, with an empty allow-delete annotation: the deletion guard refuses it whatever is in flight (setup's probe). */
   deleteProbe: 'delete-probe',
 } as const
 
 /** The ReplicationSource the deletion guard scenario drives (its status is written by the test, as VolSync would). */
 const RS = { guarded: 'guarded-backup' } as const
+/** The backup-source reconciler's objects for a PVC: ReplicationSource `<pvc>-backup`, repository Secret `<pvc>-restic`. */
+const backupSourceOf = (pvc: string) => `${pvc}-backup`
+const repositorySecretOf = (pvc: string) => `${pvc}-restic`
+
+/** What the tiers' ReplicationSources must carry (README, configuration: the default tiers). */
+const TIER_EXPECTATIONS = {
+  hourly: { schedule: /^\d{1,2} \* \* \* \*$/, shape: '<minute> * * * *', retain: { hourly: 24, daily: 7, weekly: 4 } },
+  daily: { schedule: /^\d{1,2} [0-5] \* \* \*$/, shape: '<minute> <hour 0-5> * * *', retain: { daily: 14, weekly: 8, monthly: 6 } },
+} as const
+/** How long the reconciler gets to act on a change of the PVC. */
+const RECONCILE_MS = 20_000
 const ALLOW_DELETE = `${PREFIX}allow-delete`
 
 interface Ctx {
   env: E2EEnv
+  cleanup: Cleanup
   apis: Apis
   runId: string
   ns: string
@@ -128,7 +143,18 @@ type RsStatus = {
   lastSyncStartTime?: string
   lastSyncTime?: string
 }
-type ReplicationSource = { metadata?: { name?: string; uid?: string }; status?: RsStatus }
+type ReplicationSource = {
+  metadata?: {
+    name?: string
+    uid?: string
+    labels?: Record<string, string>
+    ownerReferences?: Array<{ apiVersion?: string; kind?: string; name?: string; uid?: string }>
+    deletionTimestamp?: string
+    finalizers?: string[]
+  }
+  spec?: { sourcePVC?: string; trigger?: { schedule?: string }; restic?: { repository?: string; retain?: Record<string, unknown> } & Record<string, unknown> }
+  status?: RsStatus
+}
 const rsRef = (ctx: Ctx) => ({ group: VOLSYNC.group, version: VOLSYNC.version, namespace: ctx.ns, plural: VOLSYNC.rsPlural })
 const readRs = (ctx: Ctx, name: string) =>
   getOrUndefined((o) => ctx.apis.custom.getNamespacedCustomObject({ ...rsRef(ctx), name }, o) as Promise<ReplicationSource>)
@@ -187,8 +213,207 @@ async function pollDelete(ctx: Ctx, name: string, dryRun: boolean, until: (d: De
 const rfc3339Now = () => new Date().toISOString().replace(/\.\d{3}Z$/, 'Z')
 const seconds = (ms: number) => (ms / 1000).toFixed(1)
 
+/** `p`, or a rejection saying `what` once `ms` have passed (the timer keeps nothing alive). */
+function withinMs<T>(ms: number, p: Promise<T>, what: string): Promise<T> {
+  let timer: NodeJS.Timeout | undefined
+  const cap = new Promise<never>((_, reject) => {
+    timer = setTimeout(() => reject(new Error(what)), ms)
+    timer.unref()
+  })
+  return Promise.race([p, cap]).finally(() => clearTimeout(timer))
+}
+
 const decoded = (s: k8s.V1Secret | undefined, key: string) => (s?.data?.[key] === undefined ? undefined : Buffer.from(s.data[key]!, 'base64').toString('utf8'))
 const describeFailure = (f: KubeFailure) => `${f.code ? `HTTP ${f.code}${f.reason ? ` ${f.reason}` : ''}: ` : ''}${f.message}`
+
+// ---------------------------------------------------------------------------------------------
+// The backup-source reconciler's side: PVC labels and status, its Events, its ReplicationSources
+
+/** Merge-patch a PVC's labels (null removes one). */
+async function patchPvcLabels(ctx: Ctx, name: string, labels: Record<string, string | null>): Promise<KubeFailure | undefined> {
+  try {
+    await call((o) =>
+      ctx.apis.core.patchNamespacedPersistentVolumeClaim({ namespace: ctx.ns, name, body: { metadata: { labels } } }, k8s.setHeaderOptions('Content-Type', k8s.PatchStrategy.MergePatch, o)),
+    )
+    return undefined
+  } catch (err) {
+    return kubeFailure(err)
+  }
+}
+
+/** The core/v1 Events about a PVC (of this uid, when given), oldest first. */
+async function pvcEvents(ctx: Ctx, name: string, uid?: string): Promise<k8s.CoreV1Event[]> {
+  const list = await call((o) => ctx.apis.core.listNamespacedEvent({ namespace: ctx.ns, fieldSelector: `involvedObject.name=${name}` }, o))
+  const when = (e: k8s.CoreV1Event) => new Date(String(e.lastTimestamp ?? e.eventTime ?? e.firstTimestamp ?? e.metadata?.creationTimestamp ?? 0)).getTime() || 0
+  return list.items
+    .filter((e) => e.involvedObject?.kind === 'PersistentVolumeClaim' && (uid === undefined || !e.involvedObject.uid || e.involvedObject.uid === uid))
+    .sort((a, b) => when(a) - when(b))
+}
+
+/** e.g. `Normal BackupAttached (smart-restore): backing up to ...`, one per Event, or "none". */
+function describeEvents(events: k8s.CoreV1Event[]): string {
+  if (events.length === 0) return 'none'
+  return events.map((e) => `${e.type ?? '?'} ${e.reason ?? '?'} (${e.reportingComponent || e.source?.component || '?'}): ${e.message ?? ''}`).join(' | ')
+}
+
+/** The PVC as the reconciler decides on it: phase, tier label, smart-restore's annotations. */
+function describePvc(pvc: k8s.V1PersistentVolumeClaim | undefined): string {
+  if (!pvc) return 'the PVC does not exist'
+  const annotations = Object.entries(pvc.metadata?.annotations ?? {})
+    .filter(([k]) => k.startsWith(PREFIX))
+    .map(([k, v]) => `${k}=${JSON.stringify(v)}`)
+  return [
+    `phase ${pvc.status?.phase ?? '(none)'}`,
+    `label backup=${pvc.metadata?.labels?.backup ?? '(none)'}`,
+    pvc.metadata?.deletionTimestamp ? 'being deleted' : '',
+    annotations.length ? `annotations ${annotations.join(', ')}` : 'no smart-restore annotations',
+  ]
+    .filter(Boolean)
+    .join(', ')
+}
+
+/** e.g. `schedule "17 3 * * *", retain {"daily":14,...}, repository x-restic, tier label daily`. */
+function describeSource(rs: ReplicationSource | undefined): string {
+  if (!rs) return 'it does not exist'
+  return [
+    `sourcePVC ${rs.spec?.sourcePVC ?? '(none)'}`,
+    `schedule ${JSON.stringify(rs.spec?.trigger?.schedule)}`,
+    `retain ${JSON.stringify(rs.spec?.restic?.retain)}`,
+    `repository ${rs.spec?.restic?.repository ?? '(none)'}`,
+    `label ${PREFIX}tier=${rs.metadata?.labels?.[`${PREFIX}tier`] ?? '(none)'}`,
+    rs.metadata?.deletionTimestamp ? `being deleted since ${String(rs.metadata.deletionTimestamp)}` : '',
+  ]
+    .filter(Boolean)
+    .join(', ')
+}
+
+/** The ReplicationSources of a namespace whose spec.sourcePVC is `pvc`: what the deletion guard weighs. */
+async function sourcesOf(ctx: Ctx, pvc: string): Promise<ReplicationSource[]> {
+  const list = (await call((o) => ctx.apis.custom.listNamespacedCustomObject(rsRef(ctx), o))) as { items?: ReplicationSource[] }
+  return (list.items ?? []).filter((rs) => rs.spec?.sourcePVC === pvc)
+}
+
+/**
+ * Makes a PVC Bound (the reconciler attaches a backup source only to a Bound PVC), on any cluster:
+ *
+ *  - already Bound (a provisioner with Immediate binding got there first): nothing to do;
+ *  - a bare apiserver (no controller-manager, no PersistentVolume): nothing binds it and nothing
+ *    undoes a status written through the status subresource, so that is what is done;
+ *  - a controller-manager whose PV controller finds no volume for it (WaitForFirstConsumer, no
+ *    provisioner) puts such a phase back to Pending at once: then a PersistentVolume pre-bound to the
+ *    PVC (claimRef with its uid, the PVC's class, capacity and access modes) is created and the PV
+ *    controller binds the two for real. Nothing ever mounts it; cleanup deletes it after the PVCs.
+ */
+class Binder {
+  private how: 'unknown' | 'by-cluster' | 'status' | 'volume' = 'unknown'
+  private volumeAt = 0
+  /** How the PVC got Bound, for the summary. */
+  get method(): string {
+    return { unknown: 'not yet', 'by-cluster': 'bound by the cluster', status: 'status written', volume: 'bound to a pre-bound PersistentVolume' }[this.how]
+  }
+
+  constructor(
+    private readonly ctx: Ctx,
+    private readonly name: string,
+  ) {}
+
+  /**
+   * Resolves once the PVC is Bound (when only its status was written: still Bound 2 s later, so a
+   * controller that resets it has been seen); to a message saying why not otherwise.
+   */
+  async settle(t: Test): Promise<string | undefined> {
+    const { ctx, name } = this
+    const what = `PVC ${ctx.ns}/${name}`
+    let boundSince: number | undefined
+    for (;;) {
+      const pvc = await readPvc(ctx, name)
+      if (!pvc) return `${what} does not exist`
+      if (pvc.metadata?.deletionTimestamp) return `${what} is being deleted`
+      if (pvc.status?.phase === 'Bound') {
+        if (this.how === 'unknown') {
+          this.how = 'by-cluster'
+          t.comment(`${what} is already Bound (volume ${pvc.spec?.volumeName || '(none)'}): nothing to write`)
+          return undefined
+        }
+        if (this.how !== 'status') return undefined
+        boundSince ??= Date.now()
+        if (Date.now() - boundSince >= 2_000) return undefined
+      } else if (this.how === 'status') {
+        // Written Bound, read back otherwise: a PV controller (controller-manager) is at work.
+        const failed = await this.preBoundVolume(t, pvc)
+        if (failed) return failed
+      } else if (this.how === 'volume') {
+        boundSince = undefined
+        if (Date.now() - this.volumeAt > 30_000) {
+          return `${what} is still ${pvc.status?.phase ?? 'without a phase'} 30 s after PersistentVolume ${this.volumeName} was created pre-bound to it (claimRef with its uid): does the cluster's PV controller (kube-controller-manager) run?`
+        }
+      } else {
+        // unknown (or, oddly, no longer Bound): write it, as a PV controller would on binding.
+        const failed = await this.writeBound(t, pvc)
+        if (failed) return failed
+      }
+      await sleep(250)
+    }
+  }
+
+  private get volumeName(): string {
+    return `sr-e2e-${this.ctx.runId}-${this.name}`.slice(0, 253)
+  }
+
+  private async writeBound(t: Test, pvc: k8s.V1PersistentVolumeClaim): Promise<string | undefined> {
+    const { ctx, name } = this
+    try {
+      await call((o) =>
+        ctx.apis.core.patchNamespacedPersistentVolumeClaimStatus(
+          { namespace: ctx.ns, name, body: { status: { phase: 'Bound' } } },
+          k8s.setHeaderOptions('Content-Type', k8s.PatchStrategy.MergePatch, o),
+        ),
+      )
+    } catch (err) {
+      return `writing status.phase=Bound of PVC ${ctx.ns}/${name} through the status subresource (merge patch) failed: ${describeFailure(kubeFailure(err))}`
+    }
+    this.how = 'status'
+    t.comment(`PVC ${ctx.ns}/${name} was ${pvc.status?.phase ?? 'without a phase'}: status.phase=Bound written through the status subresource, as a PV controller does on binding (a bare apiserver has nothing that binds or resets it)`)
+    return undefined
+  }
+
+  private async preBoundVolume(t: Test, pvc: k8s.V1PersistentVolumeClaim): Promise<string | undefined> {
+    const { ctx, name } = this
+    const pv = this.volumeName
+    const body: k8s.V1PersistentVolume = {
+      apiVersion: 'v1',
+      kind: 'PersistentVolume',
+      metadata: { name: pv, labels: { 'app.kubernetes.io/part-of': 'smart-restore-e2e', 'smart-restore.io/e2e-run': ctx.runId } },
+      spec: {
+        capacity: { storage: pvc.spec?.resources?.requests?.storage ?? '1Gi' },
+        accessModes: pvc.spec?.accessModes ?? ['ReadWriteOnce'],
+        volumeMode: pvc.spec?.volumeMode ?? 'Filesystem',
+        // The PVC's class, as defaulted by the apiserver ('' when it has none): the PV controller matches it.
+        storageClassName: pvc.spec?.storageClassName ?? '',
+        persistentVolumeReclaimPolicy: 'Retain',
+        claimRef: { apiVersion: 'v1', kind: 'PersistentVolumeClaim', namespace: ctx.ns, name, uid: pvc.metadata?.uid },
+        hostPath: { path: `/tmp/smart-restore-e2e-${ctx.runId}` },
+      },
+    }
+    // Registered before the create: a create that timed out on our side may still have happened.
+    ctx.cleanup.add(PHASE.persistentVolumes, `PersistentVolume ${pv} (pre-bound to ${name})`, () => call((o) => ctx.apis.core.deletePersistentVolume({ name: pv }, o)))
+    try {
+      await call((o) => ctx.apis.core.createPersistentVolume({ body }, o))
+    } catch (err) {
+      return (
+        `PVC ${ctx.ns}/${name}: status.phase=Bound was written, and something (a PV controller: kube-controller-manager) set it back to ${pvc.status?.phase ?? 'nothing'}; ` +
+        `binding it for real to a pre-bound PersistentVolume ${pv} failed: ${describeFailure(kubeFailure(err))} (the user of KUBECONFIG must be able to create PersistentVolumes)`
+      )
+    }
+    this.how = 'volume'
+    this.volumeAt = Date.now()
+    t.comment(
+      `PVC ${ctx.ns}/${name}: status.phase=Bound was reset to ${pvc.status?.phase ?? 'nothing'} (a PV controller runs here); ` +
+        `created PersistentVolume ${pv} pre-bound to it (class ${JSON.stringify(body.spec!.storageClassName)}, hostPath, never mounted) for the PV controller to bind`,
+    )
+    return undefined
+  }
+}
 
 // ---------------------------------------------------------------------------------------------
 // Setup: cluster, CRDs, S3, namespaces, source Secret, service, webhook registration.
@@ -245,8 +470,10 @@ async function setup(t: Test, env: E2EEnv, cleanup: Cleanup): Promise<Ctx> {
     })
   }
   const names = Object.values(PVC)
+  // The deletion guard scenario's, and the reconciler's `<pvc>-backup` of every PVC of the suite
+  // (no garbage collector on a bare apiserver: their ownerReferences to the PVCs delete nothing).
   cleanup.add(PHASE.replicationSources, `ReplicationSources in ${ns}`, () =>
-    deleteEach(Object.values(RS), (name, o) =>
+    deleteEach([...Object.values(RS), ...names.map(backupSourceOf)], (name, o) =>
       apis.custom.deleteNamespacedCustomObject({ group: VOLSYNC.group, version: VOLSYNC.version, namespace: ns, plural: VOLSYNC.rsPlural, name }, o),
     ),
   )
@@ -261,9 +488,10 @@ async function setup(t: Test, env: E2EEnv, cleanup: Cleanup): Promise<Ctx> {
       (name, o) => apis.custom.deleteNamespacedCustomObject({ group: VOLSYNC.group, version: VOLSYNC.version, namespace: ns, plural: VOLSYNC.rdPlural, name }, o),
     ),
   )
+  // `<pvc>-restic`: the webhook's (restore) and the reconciler's (backup) repository Secret share the name.
   cleanup.add(PHASE.secrets, `Secrets in ${ns}`, () =>
     deleteEach(
-      names.map((n) => `${n}-restic`),
+      names.map(repositorySecretOf),
       (name, o) => apis.core.deleteNamespacedSecret({ namespace: ns, name }, o),
     ),
   )
@@ -304,7 +532,9 @@ async function setup(t: Test, env: E2EEnv, cleanup: Cleanup): Promise<Ctx> {
   const service = await startService(config, { logger }).catch((err: unknown) => {
     throw new E2EError(`cannot start the smart-restore service on port ${env.webhookPort || '(any)'}: ${(err as Error).message}`)
   })
-  cleanup.add(PHASE.service, 'smart-restore service', () => service.close())
+  cleanup.add(PHASE.service, 'smart-restore service (webhooks and backup-source reconciler stopped)', () =>
+    withinMs(15_000, service.close(), 'did not close within 15 s; cleanup goes on'),
+  )
   if (service.mode !== 'cluster') throw new E2EError(`the service started in ${service.mode} mode; it must write to the cluster`)
   if (!service.caCert) throw new E2EError('the service did not generate its certificate (is SMART_RESTORE_TLS_CERT_FILE set?), so there is no caBundle to register')
   const webhookUrl = env.webhookUrl ?? webhookUrlFor(env.webhookHost, service.port)
@@ -398,7 +628,7 @@ async function setup(t: Test, env: E2EEnv, cleanup: Cleanup): Promise<Ctx> {
     t.fail(`deleting the probe PVC ${PVC.deleteProbe} with ${ALLOW_DELETE}="e2e: probe done" failed: ${describeFailure(kubeFailure(err))}`)
   }
 
-  return { env, apis, runId, ns, sysNs, s3, resticPassword, service, webhookUrl, validateUrl }
+  return { env, cleanup, apis, runId, ns, sysNs, s3, resticPassword, service, webhookUrl, validateUrl }
 }
 
 // ---------------------------------------------------------------------------------------------
@@ -460,7 +690,17 @@ async function scenarios(t: Test, ctx: Ctx, summary: string[]): Promise<void> {
     t.equal(pvc?.metadata?.annotations?.[`${PREFIX}decision`], 'fresh', `annotation ${PREFIX}decision=fresh`)
     t.equal(pvc?.metadata?.annotations?.[`${PREFIX}checked-location`], `s3://${s3.bucket}/${ns}/${name}`, `annotation ${PREFIX}checked-location names where it looked`)
     t.equal(await readRd(ctx, `${name}-restore`), undefined, `no ReplicationDestination ${name}-restore`)
-    t.equal(await readSecret(ctx, `${name}-restic`), undefined, `no Secret ${name}-restic`)
+    // The webhook makes no Secret for a fresh PVC. The backup-source reconciler makes `<pvc>-restic`
+    // once the PVC is Bound, which a cluster with a provisioner (Immediate binding) may do at once.
+    const secret = await readSecret(ctx, repositorySecretOf(name))
+    if (secret === undefined) t.pass(`no Secret ${repositorySecretOf(name)}`)
+    else {
+      const [now, source] = await Promise.all([readPvc(ctx, name), readRs(ctx, backupSourceOf(name))])
+      t.ok(
+        now?.status?.phase === 'Bound' && source !== undefined,
+        `Secret ${repositorySecretOf(name)} exists: allowed only as the backup-source reconciler's, with ${backupSourceOf(name)}, once the PVC is Bound (PVC: ${describePvc(now)}; ${backupSourceOf(name)}: ${describeSource(source)})`,
+      )
+    }
     done(t, `fresh: PVC ${name} → annotated ${PREFIX}decision=fresh, no data source, no RD`)
   })
 
@@ -492,6 +732,134 @@ async function scenarios(t: Test, ctx: Ctx, summary: string[]): Promise<void> {
     done(t, `dry run of PVC ${name} (has a backup) → mutated answer, no RD, no Secret`)
   })
 
+  // Before the deletion guard scenario and before S3 is stopped: the reconciler asks the store
+  // whether a fresh PVC's repository is empty before it attaches a backup source to it.
+  await t.test('backup source follows the tier label: attached once Bound, retiered, detached', async (t) => {
+    const name = PVC.backedUp
+    const rsName = backupSourceOf(name)
+    const secretName = repositorySecretOf(name)
+    const pvcName = `PVC ${ns}/${name}`
+    const sourceName = `ReplicationSource ${ns}/${rsName}`
+    const made = await createPvc(ctx, name, 'hourly')
+    if (!made.ok) {
+      t.fail(`creating ${pvcName} (label backup=hourly, nothing in S3) failed: ${describeFailure(made.failure)}`)
+      return done(t, `backup source: ${name} not created`)
+    }
+    const created = await readPvc(ctx, name)
+    const uid = created?.metadata?.uid
+    t.equal(created?.metadata?.annotations?.[`${PREFIX}decision`], 'fresh', `${pvcName} was admitted fresh (${PREFIX}decision=fresh): the reconciler must find its repository empty before attaching`)
+    if (!uid) {
+      t.fail(`${pvcName} could not be read back after its create`)
+      return done(t, `backup source: ${name} not readable`)
+    }
+    if (created.status?.phase !== 'Bound') {
+      // Not before Bound: a source on an unbound PVC would back up nothing. (The source first, then
+      // the phase: Pending then means Pending when the source was read too.)
+      await sleep(1_000)
+      const early = await readRs(ctx, rsName)
+      const phase = (await readPvc(ctx, name))?.status?.phase
+      if (phase === 'Bound') t.comment(`${pvcName} was bound by the cluster within 1 s of its create: no "nothing before Bound" check`)
+      else t.equal(early, undefined, `no ${rsName} while ${pvcName} is ${phase ?? 'without a phase'} (1 s after its create)${early ? `: ${describeSource(early)}` : ''}`)
+    }
+
+    // -- Bound → attached
+    const binder = new Binder(ctx, name)
+    const unbound = await binder.settle(t)
+    if (unbound) {
+      t.fail(`the scenario needs ${pvcName} Bound: ${unbound}`)
+      return done(t, `backup source: ${name} never Bound`)
+    }
+    const attached = await pollUntil(() => readRs(ctx, rsName), (rs) => rs !== undefined, RECONCILE_MS)
+    if (!attached.met) {
+      const [pvc, events] = await Promise.all([readPvc(ctx, name), pvcEvents(ctx, name, uid)])
+      t.fail(
+        `${sourceName} did not appear within ${seconds(attached.ms)} s of ${pvcName} being Bound (${binder.method}). ` +
+          `The PVC now: ${describePvc(pvc)}. Its Events: ${describeEvents(events)}. ` +
+          `(The service starts its backup-source reconciler in cluster mode when reconciler.enabled is true, the default; it watches PVCs cluster-wide.)`,
+      )
+      return done(t, `backup source: no ${rsName} once ${name} was Bound`)
+    }
+    t.comment(`${sourceName} appeared ${seconds(attached.ms)} s after ${pvcName} was Bound (${binder.method}): ${describeSource(attached.value)}`)
+    const checkSource = (rs: ReplicationSource | undefined, tier: keyof typeof TIER_EXPECTATIONS) => {
+      const want = TIER_EXPECTATIONS[tier]
+      const schedule = rs?.spec?.trigger?.schedule
+      t.equal(rs?.spec?.sourcePVC, name, `${tier}: ${rsName} spec.sourcePVC is ${name}`)
+      t.match(schedule, want.schedule, `${tier}: trigger.schedule ${JSON.stringify(schedule)} is ${want.shape} (the tier's H fields spread for this PVC)`)
+      t.strictSame(rs?.spec?.restic?.retain, want.retain, `${tier}: spec.restic.retain is the ${tier} tier's ${JSON.stringify(want.retain)}`)
+      t.equal(rs?.spec?.restic?.repository, secretName, `${tier}: spec.restic.repository is the repository Secret ${secretName}`)
+      t.equal(rs?.metadata?.labels?.['app.kubernetes.io/managed-by'], 'smart-restore', `${tier}: labelled app.kubernetes.io/managed-by=smart-restore`)
+      const owners = rs?.metadata?.ownerReferences ?? []
+      t.ok(
+        owners.some((r) => r.kind === 'PersistentVolumeClaim' && r.name === name && r.uid === uid),
+        `${tier}: ownerReferences name ${pvcName} by its uid ${uid} (got ${JSON.stringify(owners.map((r) => `${r.kind}/${r.name}/${r.uid}`))})`,
+      )
+    }
+    checkSource(attached.value, 'hourly')
+    const secret = await readSecret(ctx, secretName)
+    t.ok(secret, `Secret ${ns}/${secretName} exists (the source's repository)`)
+    if (secret) {
+      t.equal(decoded(secret, 'RESTIC_REPOSITORY'), expectedResticRepository(s3, `${ns}/${name}`), `Secret ${secretName} RESTIC_REPOSITORY is the PVC's own repository`)
+      t.ok(decoded(secret, 'RESTIC_PASSWORD') === ctx.resticPassword, `Secret ${secretName} RESTIC_PASSWORD is copied from the source Secret`)
+    }
+
+    // -- backup=daily → the same source, on the daily tier
+    const stillBound = await binder.settle(t)
+    if (stillBound) {
+      t.fail(`the tier change needs ${pvcName} Bound: ${stillBound}`)
+      return done(t, `backup source: ${name} no longer Bound`)
+    }
+    const relabel = await patchPvcLabels(ctx, name, { backup: 'daily' })
+    if (relabel) {
+      t.fail(`relabelling ${pvcName} backup=daily (merge patch) failed: ${describeFailure(relabel)}`)
+      return done(t, `backup source: ${name} not relabelled`)
+    }
+    const daily = TIER_EXPECTATIONS.daily
+    const retiered = await pollUntil(
+      () => readRs(ctx, rsName),
+      (rs) => daily.schedule.test(rs?.spec?.trigger?.schedule ?? '') && JSON.stringify(rs?.spec?.restic?.retain) === JSON.stringify(daily.retain),
+      RECONCILE_MS,
+    )
+    if (!retiered.met) {
+      const pvc = await readPvc(ctx, name)
+      t.fail(`${sourceName} was not moved to the daily tier within ${seconds(retiered.ms)} s of the label backup=daily: ${describeSource(retiered.value)}. The PVC: ${describePvc(pvc)}`)
+      return done(t, `backup source: ${rsName} not retiered`)
+    }
+    t.comment(`label backup=daily: ${sourceName} updated after ${seconds(retiered.ms)} s: ${describeSource(retiered.value)}`)
+    checkSource(retiered.value, 'daily')
+    t.equal(retiered.value?.metadata?.uid, attached.value?.metadata?.uid, `daily: the same ${rsName} was updated (same uid), not re-created`)
+
+    // -- label removed → the source goes (the backups in S3 stay)
+    const unlabel = await patchPvcLabels(ctx, name, { backup: null })
+    if (unlabel) {
+      t.fail(`removing the label backup from ${pvcName} (merge patch, null) failed: ${describeFailure(unlabel)}`)
+      return done(t, `backup source: ${name} label not removed`)
+    }
+    const detached = await pollUntil(() => readRs(ctx, rsName), (rs) => rs === undefined || Boolean(rs.metadata?.deletionTimestamp), RECONCILE_MS)
+    if (!detached.met) {
+      const pvc = await readPvc(ctx, name)
+      t.fail(`${sourceName} still exists ${seconds(detached.ms)} s after the label backup was removed: ${describeSource(detached.value)}. The PVC: ${describePvc(pvc)}`)
+    } else {
+      t.pass(`label removed: ${sourceName} ${detached.value ? `marked for deletion (finalizers ${JSON.stringify(detached.value.metadata?.finalizers ?? [])})` : 'deleted'} after ${seconds(detached.ms)} s`)
+    }
+    const detachedPvc = await readPvc(ctx, name)
+    t.ok(detachedPvc && !detachedPvc.metadata?.deletionTimestamp && detachedPvc.metadata?.labels?.backup === undefined, `${pvcName} itself is untouched, without its label (${describePvc(detachedPvc)})`)
+
+    // -- the story, as `kubectl describe pvc` tells it (Events are sent after the writes, best effort: a moment later)
+    const reasons = ['BackupAttached', 'TierChanged', 'BackupDetached']
+    const told = await pollUntil(() => pvcEvents(ctx, name, uid), (events) => reasons.every((r) => events.some((e) => e.reason === r)), 10_000)
+    const seen = describeEvents(told.value)
+    for (const reason of reasons) {
+      const event = told.value.find((e) => e.reason === reason)
+      t.ok(event, event ? `Event ${reason} on ${pvcName}: ${event.message}` : `Event ${reason} on ${pvcName} (listed with fieldSelector involvedObject.name=${name} for ${seconds(told.ms)} s; Events seen: ${seen})`)
+    }
+    t.comment(`Events on ${pvcName}: ${seen}`)
+    const updated = told.value.filter((e) => e.reason === 'BackupUpdated')
+    if (updated.length) {
+      t.comment(`note: ${updated.length} BackupUpdated Event(s), although no tier's configuration changed during the run (a difference the reconciler sees between its cached and its desired ReplicationSource?)`)
+    }
+    done(t, `backup source: PVC ${name} fresh → Bound (${binder.method}) → ${rsName} hourly + Secret ${secretName}; backup=daily → daily; label removed → deleted; Events ${reasons.join(', ')}`)
+  })
+
   await t.test('deletion guard: a PVC is not deleted while a ReplicationSource of it is syncing', async (t) => {
     const name = PVC.noBackup
     const rs = RS.guarded
@@ -502,6 +870,11 @@ async function scenarios(t: Test, ctx: Ctx, summary: string[]): Promise<void> {
       t.fail(`${pvcName} (created by the "fresh" scenario) does not exist; the deletion guard scenario needs it`)
       return done(t, 'deletion guard: no PVC to guard')
     }
+    // On a cluster that binds it (a provisioner with Immediate binding) the backup-source reconciler
+    // has attached its own `<pvc>-backup` too. Nothing syncs it here (no VolSync controller should
+    // act on the test namespace), so it is idle and does not hold the DELETE up.
+    const ownSource = await readRs(ctx, backupSourceOf(name))
+    if (ownSource) t.comment(`${pvcName} is ${before.status?.phase ?? 'without a phase'}: the reconciler's ReplicationSource ${backupSourceOf(name)} exists too (${describeRsStatus(ownSource)})`)
     const body = {
       apiVersion: `${VOLSYNC.group}/${VOLSYNC.version}`,
       kind: 'ReplicationSource',
@@ -575,7 +948,12 @@ async function scenarios(t: Test, ctx: Ctx, summary: string[]): Promise<void> {
 
     const allowed = await pollDelete(ctx, name, false, (d) => d.ok || d.failure.code === 404, 10_000)
     if (!allowed.last.ok && allowed.last.failure.code !== 404) {
-      t.fail(`DELETE of ${pvcName} still refused ${seconds(allowed.ms)} s (${allowed.attempts} attempts) after ${rsName} went idle: ${describeFailure(allowed.last.failure)}`)
+      const sources = await sourcesOf(ctx, name).catch(() => [])
+      t.fail(
+        `DELETE of ${pvcName} still refused ${seconds(allowed.ms)} s (${allowed.attempts} attempts) after ${rsName} went idle: ${describeFailure(allowed.last.failure)}. ` +
+          `ReplicationSources with sourcePVC ${name}: ${sources.map((x) => `${x.metadata?.name} (${describeRsStatus(x)})`).join('; ') || 'none'}` +
+          `${sources.some((x) => x.metadata?.name !== rs && x.status) ? ' (one has a status: is a VolSync controller syncing the test namespace?)' : ''}`,
+      )
       return done(t, 'deletion guard: DELETE still refused once idle')
     }
     t.comment(`DELETE of ${name} went through after ${allowed.attempts} attempt(s), ${seconds(allowed.ms)} s once ${rs} was idle`)

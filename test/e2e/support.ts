@@ -83,6 +83,27 @@ export async function getOrUndefined<T>(fn: (options: k8s.ConfigurationOptions) 
 
 export const sleep = (ms: number) => new Promise((r) => setTimeout(r, ms))
 
+/** What a poll ended with: the last value read, whether `until` held, how long and how often it asked. */
+export interface Polled<T> {
+  value: T
+  met: boolean
+  attempts: number
+  ms: number
+}
+
+/** Read every `everyMs` until `until` holds or `maxMs` has passed (at least one read). */
+export async function pollUntil<T>(read: () => Promise<T>, until: (v: T) => boolean, maxMs: number, everyMs = 500): Promise<Polled<T>> {
+  const started = Date.now()
+  let attempts = 0
+  for (;;) {
+    attempts++
+    const value = await read()
+    const met = until(value)
+    if (met || Date.now() - started >= maxMs) return { value, met, attempts, ms: Date.now() - started }
+    await sleep(everyMs)
+  }
+}
+
 // ---------------------------------------------------------------------------------------------
 // Environment
 
@@ -789,16 +810,24 @@ export async function deleteEach(
 export const refusedByLingeringGuard = (f: KubeFailure) =>
   f.message.includes(`admission webhook "${DELETE_GUARD_WEBHOOK}" denied the request`) || (f.message.includes(`"${DELETE_GUARD_WEBHOOK}"`) && /failed calling webhook/i.test(f.message))
 
-/** Cleanup phases, in the order the brief requires. */
+/** Cleanup phases, in this order. */
 export const PHASE = {
   webhook: 10,
+  /**
+   * Right after the webhook configurations: the service's backup-source reconciler would otherwise
+   * re-apply a `<pvc>-backup` ReplicationSource and its `<pvc>-restic` Secret that the next phases
+   * delete (it looks at a PVC again when its source is deleted). A PVC DELETE the apiserver still
+   * sends to the stopped guard for a moment fails "failed calling webhook" and is retried (pvcs).
+   */
+  service: 12,
   /** Before the PVCs: a syncing ReplicationSource would make the deletion guard refuse its PVC. */
   replicationSources: 15,
   pvcs: 20,
+  /** After the PVCs: a PersistentVolume the suite pre-bound to one (only on clusters with a PV controller). */
+  persistentVolumes: 25,
   replicationDestinations: 30,
   secrets: 40,
   namespaces: 50,
   crds: 60,
-  service: 70,
   s3: 80,
 } as const

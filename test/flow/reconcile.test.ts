@@ -87,6 +87,14 @@ t.test('a fresh labelled PVC gets its ReplicationSource once Bound, not before',
   t.equal(applies[0]!.contentType, 'application/apply-patch+yaml', 'server-side apply')
   t.equal(applies[0]!.query.fieldManager, 'smart-restore')
   await eventually('the BackupAttached Event', () => events('fresh').find((e) => e.startsWith('BackupAttached')))
+  // Reconciling again (a resync) finds the cached source equal to the desired one: no write, no Event.
+  const rsVersion = source('fresh').metadata.resourceVersion
+  const appliesBefore = api.requests.filter((r: any) => r.method === 'PATCH' && r.path.endsWith('/replicationsources/fresh-backup')).length
+  api.objects.update(PVCS, 'apps', 'fresh', (o: any) => (o.metadata.labels['example.com/touched'] = 'yes')) // any change queues the PVC
+  await new Promise((r) => setTimeout(r, 500))
+  t.equal(source('fresh').metadata.resourceVersion, rsVersion, 'an up-to-date source is left alone')
+  t.equal(api.requests.filter((r: any) => r.method === 'PATCH' && r.path.endsWith('/replicationsources/fresh-backup')).length, appliesBefore, 'not even re-applied')
+  t.notOk(events('fresh').some((e) => e.startsWith('BackupUpdated')), 'no BackupUpdated churn')
 })
 
 t.test('changing the tier changes the source; removing the label removes it (S3 untouched)', async (t) => {
