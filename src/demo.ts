@@ -57,7 +57,7 @@ async function main(): Promise<void> {
 
   const config = validateConfig({
     ...structuredClone(defaultConfig),
-    server: { ...defaultConfig.server, host: '127.0.0.1', port: 0 },
+    server: { ...defaultConfig.server, host: '127.0.0.1', port: 0, metricsPort: -1 },
     store: { ...structuredClone(defaultConfig.store), local: { directory: dir } },
     kube: { ...defaultConfig.kube, mode: 'standalone' },
   })

@@ -10,6 +10,14 @@ import type { AdmissionRequest } from './admission/types.js'
 import { handleMutate, type HandlerResult } from './webhook/mutate.js'
 import { handleValidate } from './webhook/validate.js'
 import type { CallOptions, WebhookDeps } from './webhook/ports.js'
+import type { ServiceMetrics } from './metrics.js'
+
+/** What /readyz answers: ready, or not and why; `checks` names each condition. */
+export interface ReadyState {
+  ready: boolean
+  reason?: string
+  checks?: Record<string, string>
+}
 
 export interface ServerOptions {
   deps: WebhookDeps
@@ -17,8 +25,17 @@ export interface ServerOptions {
   /** Omitted in tests that drive the app with inject(). */
   https?: { key: string; cert: string }
   bodyLimitBytes: number
-  /** Readiness beyond "listening": e.g. draining on shutdown. */
-  isReady?: () => { ready: boolean; reason?: string }
+  /** Readiness beyond "listening": certificates, watched caches, draining on shutdown. */
+  isReady?: () => ReadyState
+  /**
+   * True once shutdown began. Every answer then carries `Connection: close`, so the apiserver's
+   * keep-alive connections end after their current request and its next request opens a new
+   * connection (to a ready replica) instead of reusing this one — and the server's close() is not
+   * left waiting for idle keep-alive connections (Go keeps them ~90 s).
+   */
+  isDraining?: () => boolean
+  /** Where admissions are counted; absent in tests that do not look. */
+  metrics?: ServiceMetrics
 }
 
 type Handler = (req: AdmissionRequest, deps: WebhookDeps, call: CallOptions) => Promise<HandlerResult>
@@ -51,6 +68,13 @@ export function buildServer(opts: ServerOptions): FastifyInstance {
   // Keep the body as text: parseAdmissionReview gives the reasons, fastify's parser would not.
   app.removeAllContentTypeParsers()
   app.addContentTypeParser('*', { parseAs: 'string' }, (_req, body, done) => done(null, body))
+
+  if (opts.isDraining) {
+    const draining = opts.isDraining
+    app.addHook('onSend', async (request, reply) => {
+      if (draining() && request.raw.httpVersionMajor < 2) reply.header('connection', 'close')
+    })
+  }
 
   app.setErrorHandler((err: Error & { statusCode?: number; code?: string }, req, reply) => {
     const status = err.statusCode && err.statusCode >= 400 && err.statusCode < 500 ? err.statusCode : 500
@@ -87,6 +111,13 @@ export function buildServer(opts: ServerOptions): FastifyInstance {
         outcome: { decision: 'error', reason: (err as Error).message },
       }
     }
+    const seconds = (performance.now() - started) / 1000
+    try {
+      opts.metrics?.observeAdmission(name, review.operation, result.outcome, seconds)
+    } catch (err) {
+      // Counting must never cost the apiserver its answer.
+      log.error({ err }, 'recording admission metrics failed')
+    }
     log.info(
       {
         webhook: name,
@@ -96,7 +127,7 @@ export function buildServer(opts: ServerOptions): FastifyInstance {
         dryRun: review.dryRun,
         allowed: result.review.response.allowed,
         ...result.outcome,
-        durationMs: Math.round((performance.now() - started) * 100) / 100,
+        durationMs: Math.round(seconds * 100_000) / 100,
       },
       'admission',
     )
@@ -109,7 +140,8 @@ export function buildServer(opts: ServerOptions): FastifyInstance {
   app.get('/healthz', async () => ({ status: 'ok' }))
   app.get('/readyz', async (_req, reply) => {
     const state = opts.isReady?.() ?? { ready: true }
-    return reply.code(state.ready ? 200 : 503).send(state.ready ? { status: 'ready' } : { status: 'not ready', reason: state.reason })
+    const checks = state.checks ? { checks: state.checks } : {}
+    return reply.code(state.ready ? 200 : 503).send(state.ready ? { status: 'ready', ...checks } : { status: 'not ready', reason: state.reason, ...checks })
   })
   return app
 }

@@ -1,18 +1,22 @@
 /**
- * Wiring: configuration → TLS → backup store → Kubernetes access (or standalone) → HTTPS server.
+ * Wiring: configuration → TLS → backup store → Kubernetes access (or standalone) → HTTPS server,
+ * plus the metrics listener and the certificate reloader.
  * `startService` is what `npm start`, the e2e suite and the benchmarks run.
  */
 import { mkdirSync, readFileSync, writeFileSync } from 'node:fs'
 import { join } from 'node:path'
+import type { Server as HttpsServer } from 'node:https'
 import type { AddressInfo } from 'node:net'
 import type { Logger } from 'pino'
 import { defaultConfig, type Config } from './config/schema.js'
 import { ClusterClient } from './kube/cluster-client.js'
 import { isApiReachable, kubeConfigFromEnvironment } from './kube/config.js'
-import { buildServer } from './server.js'
+import { startMetricsServer, ServiceMetrics, type MetricsOptions, type MetricsServer } from './metrics.js'
+import { buildServer, type ReadyState } from './server.js'
 import { createBackupStore } from './storage/index.js'
 import type { BackupStore } from './storage/types.js'
 import { generateCertificates } from './tls/certificates.js'
+import { CertificateReloader, checkKeyPair, type CertificateSummary } from './tls/reload.js'
 import type { ClusterWriter, InFlightView } from './webhook/ports.js'
 import type { KubeConfig } from '@kubernetes/client-node'
 import { BUILTIN_RULES } from './inflight/rules.js'
@@ -29,6 +33,9 @@ export interface ServiceHandle {
   mode: 'cluster' | 'standalone'
   /** PEM of the CA that signed the serving certificate, when smart-restore generated it. */
   caCert?: string
+  /** e.g. http://127.0.0.1:9090/metrics; absent when server.metricsPort is -1. */
+  metricsUrl?: string
+  metrics: ServiceMetrics
   /** Readiness goes false (endpoints drop the pod) while requests are still served. */
   beginDrain(): void
   /** Stop accepting, finish in-flight admissions, close. */
@@ -48,12 +55,34 @@ export interface StartOptions {
   watch?: WatchCacheOptions
   /** false: no backup-source reconciler even when the configuration enables it (tests of other parts). */
   reconciler?: boolean
+  metrics?: MetricsOptions
+  /** Certificate file watching (tests shorten the debounce and the periodic check). */
+  certificateReload?: { debounceMs?: number; intervalMs?: number }
 }
 
-async function loadTls(config: Config, logger: Logger): Promise<{ key: string; cert: string; caCert?: string }> {
+interface LoadedTls {
+  key: string
+  cert: string
+  caCert?: string
+  /** The files, when configured: they are followed for rotations. */
+  files?: { certFile: string; keyFile: string }
+}
+
+function formatHost(host: string): string {
+  const shown = host === '0.0.0.0' || host === '::' ? '127.0.0.1' : host
+  return shown.includes(':') ? `[${shown}]` : shown
+}
+
+async function loadTls(config: Config, logger: Logger): Promise<LoadedTls> {
   const { tlsCertFile, tlsKeyFile } = config.server
   if (tlsCertFile && tlsKeyFile) {
-    return { cert: readFileSync(tlsCertFile, 'utf8'), key: readFileSync(tlsKeyFile, 'utf8') }
+    const pair = { cert: readFileSync(tlsCertFile, 'utf8'), key: readFileSync(tlsKeyFile, 'utf8') }
+    try {
+      checkKeyPair(pair)
+    } catch (err) {
+      throw new Error(`server.tlsCertFile ${tlsCertFile} / server.tlsKeyFile ${tlsKeyFile}: ${(err as Error).message}`)
+    }
+    return { ...pair, files: { certFile: tlsCertFile, keyFile: tlsKeyFile } }
   }
   const hosts = ['localhost', '127.0.0.1', '::1', ...config.server.devCertHosts]
   const set = await generateCertificates(hosts, 30)
@@ -88,6 +117,7 @@ async function connectCluster(config: Config, logger: Logger): Promise<KubeConfi
 export async function startService(config: Config, opts: StartOptions): Promise<ServiceHandle> {
   const { logger } = opts
   const tls = await loadTls(config, logger)
+  const metrics = new ServiceMetrics(opts.metrics)
   if (config.store.type === 'local' && config.store.local.directory === defaultConfig.store.local.directory) {
     // The default development store is ours to create; a configured directory that is missing is
     // a misconfiguration, and the store reports it as "unknown" rather than "no backup".
@@ -107,52 +137,113 @@ export async function startService(config: Config, opts: StartOptions): Promise<
     inFlight = view
     if (reconcile) {
       const client = cluster instanceof ClusterClient ? cluster : new ClusterClient(kubeConfig, { requestTimeoutMs: config.kube.requestTimeoutMs, fieldManager: 'smart-restore', logger })
-      reconciler = new BackupReconciler({
+      const events = new EventRecorder({ client, logger })
+      const running = new BackupReconciler({
         config,
         store,
         cluster: client,
-        events: new EventRecorder({ client, logger }),
+        events,
         cache: view.watchedCache,
         namespacesSpecId: NAMESPACES_SPEC_ID,
         logger: logger.child({ component: 'reconciler' }),
+        count: (counter) => metrics.countReconcileFinding(counter),
       })
-      reconciler.start()
+      metrics.watchEvents(() => events.stats())
+      metrics.watchReconcileQueue(() => running.stats())
+      running.start()
+      reconciler = running
     }
+    const cache = view.watchedCache
+    metrics.watchCaches(() => cache.syncState())
     // Not awaited: the server answers (and /readyz says "not ready", DELETEs are denied as retryable)
     // while the watches list; a slow list must not keep the process from listening.
     view.start().catch((err: unknown) => logger.error({ err }, 'watched caches failed to start'))
   }
   let draining = false
+  let reloader: CertificateReloader | undefined
+  // The certificate being served: the reloader's once it runs (it follows rotations), else the loaded one.
+  const initialCertificate: CertificateSummary = checkKeyPair(tls)
+  const certificate = () => reloader?.certificate() ?? initialCertificate
+  metrics.watchCertificate(() => ({ notAfter: certificate().notAfter }))
+  const readiness = (): ReadyState => {
+    // Configuration: valid by construction (a bad value stops startup before this point).
+    const checks: Record<string, string> = { config: 'valid' }
+    const problems: string[] = []
+    if (draining) problems.push('shutting down')
+    checks.draining = draining ? 'yes' : 'no'
+    const expires = certificate().notAfter * 1000
+    if (expires <= Date.now()) {
+      checks.certificates = `serving certificate expired at ${new Date(expires).toISOString()}`
+      problems.push(`${checks.certificates}; waiting for a rotated one in ${config.server.tlsCertFile ?? 'the configured files'}`)
+    } else checks.certificates = 'loaded'
+    const sync = inFlight?.syncState() ?? { synced: true }
+    checks.caches = !inFlight ? 'none (standalone)' : sync.synced ? 'synced' : `not synced: ${sync.reason}`
+    if (!sync.synced) problems.push(`watched caches not synced: ${sync.reason}`)
+    return problems.length === 0 ? { ready: true, checks } : { ready: false, reason: problems.join('; '), checks }
+  }
   const app = buildServer({
     deps: { config, store, cluster, inFlight, namespaces: view, logger },
     logger,
     https: { key: tls.key, cert: tls.cert },
     bodyLimitBytes: config.server.bodyLimitBytes,
-    isReady: () => {
-      if (draining) return { ready: false, reason: 'shutting down' }
-      const sync = inFlight?.syncState() ?? { synced: true }
-      return sync.synced ? { ready: true } : { ready: false, reason: `watched caches not synced: ${sync.reason}` }
-    },
+    isReady: readiness,
+    isDraining: () => draining,
+    metrics,
   })
-  await app.listen({ host: config.server.host, port: config.server.port })
+  let metricsServer: MetricsServer | undefined
+  try {
+    await app.listen({ host: config.server.host, port: config.server.port })
+    if (config.server.metricsPort >= 0) metricsServer = await startMetricsServer(metrics, { host: config.server.host, port: config.server.metricsPort, logger })
+  } catch (err) {
+    await app.close()
+    await reconciler?.stop()
+    await view?.stop()
+    store.close()
+    throw err
+  }
+  if (tls.files) {
+    const httpsServer = app.server as unknown as HttpsServer
+    reloader = new CertificateReloader({
+      ...tls.files,
+      initial: tls,
+      // Existing connections keep their session; new handshakes use the new context.
+      apply: (pair) => httpsServer.setSecureContext(pair),
+      logger,
+      onReload: (result) => metrics.countTlsReload(result),
+      ...opts.certificateReload,
+    })
+    reloader.start()
+  }
   const port = (app.server.address() as AddressInfo).port
-  const shownHost = config.server.host === '0.0.0.0' || config.server.host === '::' ? '127.0.0.1' : config.server.host
   const mode = kubeConfig || cluster ? 'cluster' : 'standalone'
-  logger.info({ port, mode, store: config.store.type, tiers: Object.keys(config.tiers), tierLabel: config.tierLabel }, 'smart-restore listening')
+  logger.info(
+    { port, metricsPort: metricsServer?.port, mode, store: config.store.type, tiers: Object.keys(config.tiers), tierLabel: config.tierLabel, certificate: { fingerprint256: certificate().fingerprint256, notAfter: new Date(certificate().notAfter * 1000).toISOString(), reloadFromFiles: Boolean(tls.files) } },
+    'smart-restore listening',
+  )
+  let closing: Promise<void> | undefined
   return {
-    url: `https://${shownHost.includes(':') ? `[${shownHost}]` : shownHost}:${port}`,
+    url: `https://${formatHost(config.server.host)}:${port}`,
     port,
     mode,
     caCert: tls.caCert,
+    metricsUrl: metricsServer ? `http://${formatHost(config.server.host)}:${metricsServer.port}/metrics` : undefined,
+    metrics,
     beginDrain() {
       draining = true
     },
-    async close() {
-      draining = true
-      await app.close()
-      await reconciler?.stop()
-      await view?.stop()
-      store.close()
+    close() {
+      closing ??= (async () => {
+        draining = true
+        // Stops accepting; idle keep-alive connections are closed; admissions in flight finish and
+        // their connections end (Connection: close). Resolves when the last connection is gone.
+        await app.close()
+        reloader?.stop()
+        await reconciler?.stop()
+        await view?.stop()
+        await metricsServer?.close()
+        store.close()
+      })()
+      return closing
     },
   }
 }

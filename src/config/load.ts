@@ -28,6 +28,7 @@ const envOverrides: Array<[string, string, EnvType]> = [
   ['SMART_RESTORE_TLS_KEY_FILE', 'server.tlsKeyFile', 'string'],
   ['SMART_RESTORE_DEV_CERT_HOSTS', 'server.devCertHosts', 'list'],
   ['SMART_RESTORE_SHUTDOWN_DELAY_MS', 'server.shutdownDelayMs', 'number'],
+  ['SMART_RESTORE_METRICS_PORT', 'server.metricsPort', 'number'],
   ['SMART_RESTORE_TIER_LABEL', 'tierLabel', 'string'],
   ['SMART_RESTORE_STORE', 'store.type', 'string'],
   ['SMART_RESTORE_LOCAL_DIR', 'store.local.directory', 'string'],
@@ -237,7 +238,7 @@ export function validateConfig(input: unknown): Config {
   rejectUnknown(c, '', Object.keys(defaultConfig))
 
   const server = obj(c.server, 'server')
-  rejectUnknown(server, 'server', ['host', 'port', 'tlsCertFile', 'tlsKeyFile', 'bodyLimitBytes', 'devCertHosts', 'shutdownDelayMs'])
+  rejectUnknown(server, 'server', ['host', 'port', 'tlsCertFile', 'tlsKeyFile', 'bodyLimitBytes', 'devCertHosts', 'shutdownDelayMs', 'metricsPort'])
   if (!Array.isArray(server.devCertHosts)) throw new ConfigError('server.devCertHosts', 'must be a list of DNS names or IP addresses')
   const tlsCertFile = str(server.tlsCertFile, 'server.tlsCertFile', { optional: true })
   const tlsKeyFile = str(server.tlsKeyFile, 'server.tlsKeyFile', { optional: true })
@@ -334,6 +335,7 @@ export function validateConfig(input: unknown): Config {
       bodyLimitBytes: int(server.bodyLimitBytes, 'server.bodyLimitBytes', 1024 * 1024, 64 * 1024 * 1024),
       devCertHosts: server.devCertHosts.map((h, i) => str(h, `server.devCertHosts[${i}]`)!),
       shutdownDelayMs: int(server.shutdownDelayMs, 'server.shutdownDelayMs', 0, 120000),
+      metricsPort: int(server.metricsPort, 'server.metricsPort', -1, 65535),
     },
     tierLabel,
     annotationPrefix,
@@ -393,6 +395,9 @@ export function validateConfig(input: unknown): Config {
       requestTimeoutMs: int(kube.requestTimeoutMs, 'kube.requestTimeoutMs', 100, 25000),
     },
     logLevel: oneOf(c.logLevel, 'logLevel', ['fatal', 'error', 'warn', 'info', 'debug', 'trace', 'silent'] as const),
+  }
+  if (config.server.metricsPort > 0 && config.server.metricsPort === config.server.port) {
+    throw new ConfigError('server.metricsPort', `must differ from server.port (${config.server.port}): metrics are plain HTTP on their own port; -1 turns them off`)
   }
   if (config.store.probe.deadlineMs + config.kube.requestTimeoutMs * 3 > 28000) {
     throw new ConfigError('store.probe.deadlineMs', 'the probe deadline plus three API calls must fit in the apiserver\'s 30 s webhook limit')

@@ -106,6 +106,8 @@ export interface Config {
     devCertHosts: string[]
     /** On SIGTERM, stay ready-false but serving this long before closing, so endpoints can drop the pod. */
     shutdownDelayMs: number
+    /** Plain-HTTP port of GET /metrics (Prometheus); 0 = any free port, -1 = no metrics listener. */
+    metricsPort: number
   }
   /** Label whose value names the backup tier. */
   tierLabel: string
@@ -139,7 +141,7 @@ export interface Config {
 }
 
 export const defaultConfig: Config = {
-  server: { host: '0.0.0.0', port: 8443, bodyLimitBytes: 8 * 1024 * 1024, devCertHosts: [], shutdownDelayMs: 0 },
+  server: { host: '0.0.0.0', port: 8443, bodyLimitBytes: 8 * 1024 * 1024, devCertHosts: [], shutdownDelayMs: 0, metricsPort: 9090 },
   tierLabel: 'backup',
   annotationPrefix: 'smart-restore.io/',
   tiers: {

@@ -59,5 +59,13 @@ export function asPersistentVolumeClaim(obj: unknown): { pvc: PersistentVolumeCl
   if (spec.storageClassName !== undefined && spec.storageClassName !== null && typeof spec.storageClassName !== 'string') {
     return { problem: 'spec.storageClassName must be a string' }
   }
+  for (const field of ['dataSource', 'dataSourceRef'] as const) {
+    const ref = spec[field]
+    if (ref === undefined || ref === null) continue
+    if (!isObject(ref) || typeof ref.kind !== 'string' || typeof ref.name !== 'string' || (ref.apiGroup !== undefined && ref.apiGroup !== null && typeof ref.apiGroup !== 'string')) {
+      return { problem: `spec.${field} must be an object with string kind and name` }
+    }
+  }
+  if (spec.volumeMode !== undefined && spec.volumeMode !== null && typeof spec.volumeMode !== 'string') return { problem: 'spec.volumeMode must be a string' }
   return { pvc: obj as unknown as PersistentVolumeClaim }
 }

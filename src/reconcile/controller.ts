@@ -114,7 +114,9 @@ export class BackupReconciler {
     cache.onChange(PVC_SPEC_ID, (_type, obj) => this.enqueue(obj.metadata.namespace, obj.metadata.name))
     // Our source deleted or edited behind our back: look at its PVC again.
     const byPvcAnnotation = (_type: string, obj: KubeObject) => {
-      const pvc = ((obj.metadata.annotations as Record<string, string> | undefined) ?? {})[`${this.deps.config.annotationPrefix}pvc`]
+      const key = `${this.deps.config.annotationPrefix}pvc`
+      // The annotation holds any PVC name; the label (≤ 63 characters) is there on older objects.
+      const pvc = ((obj.metadata.annotations as Record<string, string> | undefined) ?? {})[key] ?? obj.metadata.labels?.[key]
       if (pvc && obj.metadata.namespace) this.enqueue(obj.metadata.namespace, pvc)
     }
     cache.onChange(SOURCES_SPEC_ID, byPvcAnnotation)

@@ -20,7 +20,7 @@ export interface HandlerResult {
 function denied(uid: string, d: Denial, outcome: Partial<AdmissionOutcome> = {}): HandlerResult {
   return {
     review: deny(uid, d.message, { code: d.code, reason: d.reason, auditAnnotations: { decision: 'denied', cause: d.cause } }),
-    outcome: { decision: 'denied', reason: d.cause, ...outcome },
+    outcome: { decision: 'denied', reason: d.cause, cause: d.cause, ...outcome },
   }
 }
 

@@ -46,11 +46,13 @@ export interface WebhookDeps {
   logger: Logger
 }
 
-/** What one admission did, for the per-admission log line (and later, metrics). */
+/** What one admission did, for the per-admission log line and the metrics. */
 export interface AdmissionOutcome {
-  /** restore | fresh | fresh-unverified | skipped | denied | error */
+  /** restore | fresh | fresh-unverified | skipped | denied | override | allowed | namespace-deletion | error */
   decision: string
   reason: string
+  /** Denials only: the machine-readable cause (e.g. `unknown-tier`, `store-unknown-timeout`), as in the audit annotation. */
+  cause?: string
   /** Objects created or found, e.g. "Secret media/data-claim-restic (created)". */
   objects?: string[]
   probe?: { state: string; location: string; kind?: string; ms: number }

@@ -13,7 +13,7 @@ import type { CallOptions, WebhookDeps } from './ports.js'
 function denied(uid: string, d: Denial, extra: Partial<HandlerResult['outcome']> = {}): HandlerResult {
   return {
     review: deny(uid, d.message, { code: d.code, reason: d.reason, auditAnnotations: { decision: 'denied', cause: d.cause } }),
-    outcome: { decision: 'denied', reason: d.cause, ...extra },
+    outcome: { decision: 'denied', reason: d.cause, cause: d.cause, ...extra },
   }
 }
 

@@ -51,6 +51,10 @@ t.test('bad values name the field', async (t) => {
     ['unknown top-level key', () => loadConfig({ env: {}, overrides: { tierLable: 'x' } }), 'tierLable', /unknown setting/],
     ['port not a number', () => loadConfig({ env: { SMART_RESTORE_PORT: 'https' } }), 'server.port', /not a number/],
     ['port out of range', () => loadConfig({ env: { SMART_RESTORE_PORT: '70000' } }), 'server.port', /between 0 and 65535/],
+    ['metrics port not a number', () => loadConfig({ env: { SMART_RESTORE_METRICS_PORT: 'off' } }), 'server.metricsPort', /not a number/],
+    ['metrics port out of range', () => loadConfig({ env: { SMART_RESTORE_METRICS_PORT: '-2' } }), 'server.metricsPort', /between -1 and 65535/],
+    ['metrics port not an integer', () => loadConfig({ env: {}, overrides: { server: { metricsPort: 9090.5 } } }), 'server.metricsPort', /integer/],
+    ['metrics port = webhook port', () => loadConfig({ env: { SMART_RESTORE_PORT: '9443', SMART_RESTORE_METRICS_PORT: '9443' } }), 'server.metricsPort', /must differ from server.port/],
     ['s3 without bucket', () => loadConfig({ env: { SMART_RESTORE_STORE: 's3' } }), 'store.s3.bucket', /required when store.type is s3/],
     ['bad bucket', () => loadConfig({ env: { SMART_RESTORE_STORE: 's3', S3_BUCKET: 'Bad_Bucket' } }), 'store.s3.bucket', /not a valid bucket name/],
     ['bad endpoint', () => loadConfig({ env: { S3_ENDPOINT: 'minio:9000' } }), 'store.s3.endpoint', /must start with http:\/\/ or https:\/\//],
@@ -85,6 +89,15 @@ t.test('bad values name the field', async (t) => {
       t.match((err as Error).message, new RegExp(`^invalid configuration: ${field.replace(/[.[\]]/g, '\\$&')}:`), `${name}: message starts with the field`)
     }
   }
+})
+
+t.test('metrics port: 9090 by default, any free port with 0, off with -1', async (t) => {
+  t.equal(loadConfig({ env: {} }).server.metricsPort, 9090)
+  t.equal(loadConfig({ env: { SMART_RESTORE_METRICS_PORT: '9100' } }).server.metricsPort, 9100)
+  t.equal(loadConfig({ env: { SMART_RESTORE_METRICS_PORT: '0' } }).server.metricsPort, 0)
+  t.equal(loadConfig({ env: { SMART_RESTORE_METRICS_PORT: '-1' } }).server.metricsPort, -1)
+  t.equal(loadConfig({ env: {}, file: file('metrics.yaml', 'server: { metricsPort: 9191 }') }).server.metricsPort, 9191, 'from the file')
+  t.equal(loadConfig({ env: { SMART_RESTORE_PORT: '0', SMART_RESTORE_METRICS_PORT: '0' } }).server.metricsPort, 0, 'both 0: two different free ports')
 })
 
 t.test('user in-flight rules load and merge with the built-ins', async (t) => {

@@ -253,3 +253,11 @@ t.test('namespace default tier: applies to unlabelled PVCs, and the answer label
   t.match(optedOut.action === 'skip' && optedOut.patch, [{ op: 'add', path: '/metadata/labels/backup', value: 'daily' }], 'an opted-out PVC is still labelled: it will be backed up')
   t.equal(planCreate({ ...request(unlabelled), namespaceLabels: { other: 'x' } }, config).action, 'skip', 'no default, no label: skipped')
 })
+
+t.test('a dataSourceRef that is not a reference is refused, not thrown on', async (t) => {
+  for (const bad of [{ kind: { toString: null }, name: 'x' }, 'rd', { kind: 'ReplicationDestination' }, { kind: 'X', name: 5 }]) {
+    const plan = planCreate(request((r) => (r.object.spec.dataSourceRef = bad)), config)
+    t.equal(plan.action, 'deny', JSON.stringify(bad))
+    t.match(plan.action === 'deny' && plan.message, /spec.dataSourceRef must be an object with string kind and name/)
+  }
+})

@@ -517,7 +517,7 @@ async function setup(t: Test, env: E2EEnv, cleanup: Cleanup): Promise<Ctx> {
   const certHosts = [env.webhookHost, ...(env.webhookUrl ? [urlHost(env.webhookUrl)] : [])]
   const config = validateConfig({
     ...defaultConfig,
-    server: { ...defaultConfig.server, host: certHosts.some((h) => h.includes(':')) ? '::' : '0.0.0.0', port: env.webhookPort, devCertHosts: certHosts },
+    server: { ...defaultConfig.server, host: certHosts.some((h) => h.includes(':')) ? '::' : '0.0.0.0', port: env.webhookPort, devCertHosts: certHosts, metricsPort: 0 },
     store: {
       ...defaultConfig.store,
       type: 's3',

@@ -40,7 +40,7 @@ api.objects.put(SECRETS, {
 const log = captureLogger('debug')
 const config: Config = validateConfig({
   ...structuredClone(defaultConfig),
-  server: { ...defaultConfig.server, host: '127.0.0.1', port: 0 },
+  server: { ...defaultConfig.server, host: '127.0.0.1', port: 0, metricsPort: 0 },
   store: storeConfig(s3.endpoint, { probe: { deadlineMs: 1500, cacheTtlMs: 0 } }),
   restore: { ...structuredClone(defaultConfig.restore), volumeSnapshotClassName: 'longhorn-snap' },
   kube: { mode: 'cluster', requestTimeoutMs: 1000 },

@@ -45,7 +45,7 @@ api.objects.put(RS, {
 const log = captureLogger('info')
 const config: Config = validateConfig({
   ...structuredClone(defaultConfig),
-  server: { ...defaultConfig.server, host: '127.0.0.1', port: 0 },
+  server: { ...defaultConfig.server, host: '127.0.0.1', port: 0, metricsPort: 0 },
   store: storeConfig(s3.endpoint, { probe: { deadlineMs: 1500, cacheTtlMs: 10_000 } }),
   kube: { mode: 'cluster', requestTimeoutMs: 1000 },
 })

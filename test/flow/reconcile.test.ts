@@ -8,6 +8,7 @@ import { validateConfig } from '../../src/config/load.js'
 import { defaultConfig, type Config } from '../../src/config/schema.js'
 import { startService, type ServiceHandle } from '../../src/service.js'
 import { captureLogger } from '../helpers/capture-log.js'
+import { find, parseMetrics, scrape, value } from '../helpers/metrics.js'
 import { startFakeApiServer } from '../helpers/fake-apiserver.js'
 import { seed, startS3rver, storeConfig } from '../helpers/storage-servers.js'
 
@@ -34,7 +35,7 @@ api.objects.put(SECRETS, {
 
 const config: Config = validateConfig({
   ...structuredClone(defaultConfig),
-  server: { ...defaultConfig.server, host: '127.0.0.1', port: 0 },
+  server: { ...defaultConfig.server, host: '127.0.0.1', port: 0, metricsPort: 0 },
   store: storeConfig(s3.endpoint, { probe: { deadlineMs: 1500, cacheTtlMs: 0 } }),
   kube: { mode: 'cluster', requestTimeoutMs: 1000 },
   reconciler: { enabled: true, resyncMs: 60_000, workers: 2 },
@@ -151,6 +152,24 @@ t.test('namespace default tier: an unlabelled PVC is labelled and backed up', as
   await eventually('the source', () => source('unlabelled'))
   api.objects.update(NAMESPACES, undefined, 'apps', (o: any) => delete o.metadata.labels['smart-restore.io/default-tier'])
   t.pass()
+})
+
+t.test('metrics: watched caches, reconciles, findings and Events, without object names', async (t) => {
+  const samples = parseMetrics((await scrape(service.metricsUrl!)).body)
+  const synced = find(samples, 'smart_restore_cache_synced')
+  t.ok(synced.length > 0, 'one sample per watch')
+  t.ok(synced.every((s) => s.value === 1), 'every watch synced')
+  t.ok(find(samples, 'smart_restore_cache_synced', { resource: 'persistentvolumeclaims/v1' }).length > 0, 'labelled by resource')
+  t.ok(value(samples, 'smart_restore_cache_objects', { resource: 'persistentvolumeclaims/v1' }) >= 5, 'the PVCs of this suite are cached')
+  t.ok(value(samples, 'smart_restore_reconcile_total', { outcome: 'success' }) > 0)
+  t.ok(value(samples, 'smart_restore_reconcile_findings_total', { finding: 'refused_existing_backup' }) >= 1)
+  t.ok(value(samples, 'smart_restore_reconcile_findings_total', { finding: 'foreign_object' }) >= 1)
+  t.ok(value(samples, 'smart_restore_reconcile_findings_total', { finding: 'backup_over_existing_acknowledged' }) >= 1)
+  t.ok(value(samples, 'smart_restore_events_total', { outcome: 'sent' }) >= 5, 'Events written')
+  const labelValues = samples.flatMap((s) => Object.values(s.labels))
+  for (const name of ['apps', 'fresh', 'old-data', 'restored', 'handmade', 'unlabelled']) {
+    t.notOk(labelValues.includes(name) || labelValues.some((v) => v.includes(`apps/${name}`)), `no label value names ${name}`)
+  }
 })
 
 t.test('a second replica converges: its applies change nothing', async (t) => {

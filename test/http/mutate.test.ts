@@ -191,7 +191,7 @@ t.test('health endpoints', async (t) => {
 
 t.test('over real HTTPS with the generated development certificate', async (t) => {
   const log = captureLogger('warn')
-  const config = configWith({ server: { ...defaultConfig.server, host: '127.0.0.1', port: 0 }, kube: { mode: 'standalone', requestTimeoutMs: 1000 } } as Partial<Config>)
+  const config = configWith({ server: { ...defaultConfig.server, host: '127.0.0.1', port: 0, metricsPort: 0 }, kube: { mode: 'standalone', requestTimeoutMs: 1000 } } as Partial<Config>)
   const service = await startService(config, { logger: log.logger })
   t.teardown(() => service.close())
   t.equal(service.mode, 'standalone')
