@@ -99,10 +99,12 @@ export function buildServer(opts: ServerOptions): FastifyInstance {
       throw err
     }
     const log = opts.logger.child({ uid: review.uid })
-    const budget = AbortSignal.timeout(admissionBudgetMs((request.query as Record<string, unknown>).timeout))
+    // A timer cleared with the answer (AbortSignal.timeout's would live on for the whole budget).
+    const budget = new AbortController()
+    const budgetTimer = setTimeout(() => budget.abort(new Error('the admission budget is spent')), admissionBudgetMs((request.query as Record<string, unknown>).timeout))
     let result: HandlerResult
     try {
-      result = await handler(review, { ...opts.deps, logger: log }, { signal: budget })
+      result = await handler(review, { ...opts.deps, logger: log }, { signal: budget.signal })
     } catch (err) {
       // A bug must still produce an answer the apiserver understands, and a safe one: deny.
       log.error({ err }, 'admission handler failed')
@@ -110,6 +112,8 @@ export function buildServer(opts: ServerOptions): FastifyInstance {
         review: deny(review.uid, `smart-restore failed to decide: ${(err as Error).message}. Retrying is safe.`, { code: 500, reason: 'InternalError' }),
         outcome: { decision: 'error', reason: (err as Error).message },
       }
+    } finally {
+      clearTimeout(budgetTimer)
     }
     const seconds = (performance.now() - started) / 1000
     try {

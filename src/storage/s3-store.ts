@@ -87,7 +87,8 @@ export class S3BackupStore implements BackupStore {
     // fresh one while there is still time; the deadline itself bounds the sum of all attempts.
     const connectionTimeout = clamp(Math.floor(this.deadlineMs / 3), 50, 2000)
     const requestTimeout = Math.max(50, Math.floor((this.deadlineMs * 2) / 3))
-    const agentOptions = { keepAlive: true, maxSockets: 16, maxFreeSockets: 4 }
+    // As many idle sockets as active ones: a burst of probes must not close and reopen connections.
+    const agentOptions = { keepAlive: true, maxSockets: 16, maxFreeSockets: 16 }
     const config: S3ClientConfig = {
       region: cfg.s3.region || 'us-east-1',
       forcePathStyle: cfg.s3.forcePathStyle,
