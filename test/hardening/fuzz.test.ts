@@ -1,0 +1,160 @@
+/**
+ * Hardening: the admission endpoints under ≥ 100,000 generated malformed and adversarial bodies.
+ *
+ * Bodies come from a seeded generator (test/helpers/fuzz-bodies.ts) working on the bodies real
+ * kube-apiservers sent: truncations at random offsets, type swaps of every field, removed fields,
+ * huge strings (16 KiB–1 MiB, and one 9 MiB body → 413), 10,000-level nesting, `__proto__` /
+ * `constructor.prototype` keys at every level (also unicode-escaped) and harmless look-alikes,
+ * non-PVC kinds, every operation, unicode/emoji/RTL/NUL/lone surrogates in names, labels and uids,
+ * invalid UTF-8 bytes (sent as Buffers), wrong content types, empty bodies, numbers where objects
+ * belong, very wide maps and lists, odd uids, duplicate keys, a BOM, random bytes, odd `?timeout=`.
+ *
+ * Every reply must be 200 with a valid AdmissionReview for this request (apiVersion, kind, the
+ * request's uid, a boolean `allowed`, a denial with code and message, a patch only with patchType,
+ * decoding to a JSON array that applies to request.object, none on DELETE or from /validate) or a
+ * 4xx with a JSON body carrying a non-empty `message`; never a 5xx, never an unanswered request.
+ * Afterwards `Object.prototype` is unpolluted and the heap after a full GC has grown less than
+ * HEAP_GROWTH_BOUND.
+ *
+ * Default run: FUZZ_COUNT (100,000) bodies through `app.inject()` of buildServer — the same routes,
+ * parser and handlers, no sockets — split over this file (the first half) and
+ * fuzz-second-half.test.ts (the rest), which tap runs side by side; plus HTTPS_SAMPLE (2,000) more
+ * over real HTTPS with keep-alive to the started service. HARDENING_LONG=1 sends all FUZZ_COUNT
+ * over HTTPS as well.
+ * The standalone service with a local store directory: no network beyond loopback.
+ * Env: HARDENING_SEED (default 20261122), HARDENING_FUZZ_COUNT.
+ *
+ * KNOWN BUGS (reported, not fixed here; src/ is not this suite's to change): with
+ * HARDENING_KNOWN_BUGS=1 the generator also nests apiVersion/kind 5,000+ levels deep, no error
+ * line is tolerated, and the "KNOWN BUG" subtests below assert the correct behaviour (they fail
+ * until the bugs are fixed):
+ *  1. a deeply nested apiVersion or kind makes parseAdmissionReview's JSON.stringify (which quotes
+ *     the wrong value back) throw RangeError: a bare HTTP 500 instead of a 422;
+ *  2. a field nested ~4,000+ levels deep inside a labelled PVC overflows the stack in patchFor
+ *     (structuredClone / fast-json-patch compare): answered 200 as a denial "smart-restore failed to
+ *     decide: Maximum call stack size exceeded" (code 500, logged at error level as a bug);
+ *  3. spec.dataSourceRef/dataSource kind or name, or metadata.namespace (request.namespace absent),
+ *     given as an object whose toString is not a function: "failed to decide: Cannot convert object
+ *     to primitive value" (code 500, error line); a non-string metadata.namespace (42, ["media"]) is
+ *     coerced and probed.
+ * By default the error lines of 2 and 3 are tolerated and counted (their answers are safe denials);
+ * any other error line fails.
+ */
+import t from 'tap'
+import { buildServer } from '../../src/server.js'
+import { startService } from '../../src/service.js'
+import { createBackupStore } from '../../src/storage/index.js'
+import { captureLogger } from '../helpers/capture-log.js'
+import { checkReply, knownBug, KNOWN_BUGS_ENFORCED, tooLargeCase } from '../helpers/fuzz-bodies.js'
+import { CONCURRENCY, FUZZ_COUNT, fuzzConfig, inProcessFuzz, LONG, pollutionCheck, record, report, run, SEED, tally } from '../helpers/fuzz-runner.js'
+import { assertNoSecrets, httpsClient, logSignature, scanningLogger } from '../helpers/hardening.js'
+
+const KNOWN_BUGS = KNOWN_BUGS_ENFORCED
+const HTTPS_SAMPLE = LONG ? FUZZ_COUNT : 2_000
+const FIRST_HALF = Math.ceil(FUZZ_COUNT / 2)
+
+t.setTimeout((LONG ? 30 : 3) * 60_000)
+t.comment(`fuzz seed ${SEED} (HARDENING_SEED): bodies 0–${FIRST_HALF - 1} of ${FUZZ_COUNT} in process here (the rest in fuzz-second-half.test.ts), ${HTTPS_SAMPLE} over HTTPS${LONG ? ' (HARDENING_LONG)' : ''}`)
+t.ok(FUZZ_COUNT >= 100_000 || process.env.HARDENING_FUZZ_COUNT !== undefined, `at least 100,000 bodies in process by default (${FUZZ_COUNT})`)
+
+const config = fuzzConfig(t)
+const registerPollutionCheck = pollutionCheck(t)
+
+inProcessFuzz(t, config, 0, FIRST_HALF)
+
+t.test(`${HTTPS_SAMPLE} bodies over real HTTPS with keep-alive`, async (t) => {
+  const log = captureLogger('info')
+  const service = await startService(config, { logger: log.logger, kubeConfig: null, cluster: null, inFlight: null })
+  t.teardown(() => service.close())
+  const client = httpsClient(service.url, service.caCert, { keepAlive: true, maxSockets: CONCURRENCY })
+  t.teardown(client.close)
+
+  const tl = tally()
+  let clientErrors = 0
+  const errorSamples: string[] = []
+  const started = performance.now()
+  // Another stretch of the same stream: bodies the in-process run did not send.
+  await run(HTTPS_SAMPLE, LONG ? 0 : 1_000_000, async (c) => {
+    try {
+      const r = await client.post(c.path, c.body, { contentType: c.contentType, query: c.query })
+      record(tl, c, r.status, checkReply(c, { status: r.status, contentType: String(r.headers['content-type'] ?? ''), text: r.text }))
+    } catch (err) {
+      clientErrors++
+      if (errorSamples.length < 10) errorSamples.push(`#${c.index} (${c.category}): ${(err as Error).message}`)
+    }
+  })
+  const big = tooLargeCase(2_000_000)
+  const bigReply = await client.post('/mutate', big.body).catch((err: Error) => ({ status: -1, text: err.message, headers: {} }))
+  record(tl, big, bigReply.status, checkReply(big, { status: bigReply.status, text: bigReply.text }))
+  const seconds = (performance.now() - started) / 1000
+
+  report(t, tl, 'over HTTPS')
+  for (const e of errorSamples) t.comment(`client error: ${e}`)
+  t.equal(clientErrors, 0, 'every request got an answer (no reset, no hang)')
+  t.comment(`over HTTPS: ${HTTPS_SAMPLE + 1} bodies in ${seconds.toFixed(1)} s`)
+  // The service still answers a real request normally afterwards.
+  const after = await client.post('/mutate', JSON.stringify((await import('../helpers/fixtures.js')).fixtureReview('create.mutating.json')))
+  t.equal(after.status, 200)
+  t.equal(after.json.response.allowed, true, 'a real CREATE still gets its normal answer')
+  const errors = log.lines().filter((l) => l.level >= 50).map(logSignature)
+  if (errors.length) t.comment(`error-level log lines: ${errors.length}, by signature: ${JSON.stringify([...new Set(errors)])}`)
+  t.same(errors.filter((s) => !knownBug(s)), [], 'no error-level log line other than those of known bugs 2 and 3 (nothing unhandled)')
+  assertNoSecrets(t, log.text())
+})
+
+t.test('KNOWN BUG 1 (reported): a 10,000-level apiVersion or kind is a 4xx, not a bare 500', { skip: KNOWN_BUGS ? false : 'fails today: parseAdmissionReview JSON.stringify()s the nested value into its message and throws RangeError → HTTP 500; run with HARDENING_KNOWN_BUGS=1' }, async (t) => {
+  const { fixtureBody } = await import('../helpers/fixtures.js')
+  const logs = scanningLogger('info')
+  const app = buildServer({ deps: { config, store: createBackupStore(config.store), cluster: null, inFlight: null, logger: logs.logger }, logger: logs.logger, bodyLimitBytes: config.server.bodyLimitBytes })
+  t.teardown(() => app.close())
+  for (const [field, original] of [['apiVersion', '"apiVersion":"admission.k8s.io/v1"'], ['kind', '"kind":"AdmissionReview"']] as const) {
+    const body = fixtureBody('create.mutating.json').replace(original, `"${field}":${'['.repeat(10_000)}${']'.repeat(10_000)}`)
+    const res = await app.inject({ method: 'POST', url: '/mutate?timeout=10s', payload: body, headers: { 'content-type': 'application/json' } })
+    t.equal(res.statusCode, 422, `${field}: 422 (got ${res.statusCode}: ${res.body.slice(0, 120)})`)
+  }
+})
+
+t.test('KNOWN BUG 2 (reported): a 10,000-level field inside a labelled PVC is a 4xx, not "failed to decide"', async (t) => {
+  const { fixtureReview } = await import('../helpers/fixtures.js')
+  const logs = scanningLogger('info')
+  const app = buildServer({ deps: { config, store: createBackupStore(config.store), cluster: null, inFlight: null, logger: logs.logger }, logger: logs.logger, bodyLimitBytes: config.server.bodyLimitBytes })
+  t.teardown(() => app.close())
+  const d = fixtureReview('create.mutating.json')
+  d.request.object.metadata.deep = '__N__'
+  const body = JSON.stringify(d).replace('"__N__"', `${'['.repeat(10_000)}${']'.repeat(10_000)}`)
+  const res = await app.inject({ method: 'POST', url: '/mutate?timeout=10s', payload: body, headers: { 'content-type': 'application/json' } })
+  // What holds today, and must keep holding: answered, as a denial (never an allowed PVC).
+  t.ok(res.statusCode === 200 || (res.statusCode >= 400 && res.statusCode < 500), `answered ${res.statusCode}, not a 5xx`)
+  if (res.statusCode === 200) t.equal(JSON.parse(res.body).response.allowed, false, 'denied, never allowed')
+  if (KNOWN_BUGS) {
+    t.ok(res.statusCode >= 400 && res.statusCode < 500, `a 4xx (got ${res.statusCode}: ${res.body.slice(0, 160)})`)
+    t.equal(logs.errors().count, 0, 'no error-level log line')
+  } else t.comment(`today: ${res.statusCode} ${res.body.slice(0, 200)}`)
+})
+
+t.test('KNOWN BUG 3 (reported): an object where a PVC string belongs is a 4xx, not "failed to decide"', async (t) => {
+  const { fixtureReview } = await import('../helpers/fixtures.js')
+  const logs = scanningLogger('info')
+  const app = buildServer({ deps: { config, store: createBackupStore(config.store), cluster: null, inFlight: null, logger: logs.logger }, logger: logs.logger, bodyLimitBytes: config.server.bodyLimitBytes })
+  t.teardown(() => app.close())
+  const notAString = { toString: 1 }
+  const cases: Array<[string, (r: any) => void]> = [
+    ['spec.dataSourceRef.kind', (r) => (r.object.spec.dataSourceRef = { kind: notAString, name: 'x' })],
+    ['spec.dataSource.name', (r) => (r.object.spec.dataSource = { kind: 'X', name: notAString })],
+    ['metadata.namespace (request.namespace absent)', (r) => ((r.namespace = undefined), (r.object.metadata.namespace = notAString))],
+  ]
+  for (const [field, edit] of cases) {
+    for (const path of ['/mutate', '/validate']) {
+      const d = fixtureReview('create.mutating.json')
+      edit(d.request)
+      const res = await app.inject({ method: 'POST', url: `${path}?timeout=10s`, payload: JSON.stringify(d), headers: { 'content-type': 'application/json' } })
+      t.ok(res.statusCode === 200 || (res.statusCode >= 400 && res.statusCode < 500), `${path} ${field}: answered ${res.statusCode}`)
+      if (res.statusCode === 200) t.equal(JSON.parse(res.body).response.allowed, false, `${path} ${field}: denied, never allowed`)
+      if (KNOWN_BUGS) t.ok(res.statusCode === 422 || JSON.parse(res.body).response?.status?.code === 422, `${path} ${field}: rejected as invalid (got ${res.body.slice(0, 160)})`)
+      else t.comment(`today: ${path} ${field}: ${res.statusCode} ${res.body.slice(0, 180)}`)
+    }
+  }
+  if (KNOWN_BUGS) t.equal(logs.errors().count, 0, 'no error-level log line')
+})
+
+registerPollutionCheck()
