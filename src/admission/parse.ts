@@ -19,6 +19,13 @@ export class AdmissionParseError extends Error {
 
 const OPERATIONS: readonly Operation[] = ['CREATE', 'UPDATE', 'DELETE', 'CONNECT']
 
+/** A short, safe rendering of a value for a message: never stringifies a (possibly huge or deep) structure. */
+function shown(v: unknown): string {
+  if (v === undefined || v === null) return 'nothing'
+  if (typeof v === 'string') return JSON.stringify(v.length > 64 ? `${v.slice(0, 64)}…` : v)
+  return `a ${Array.isArray(v) ? 'list' : typeof v}`
+}
+
 const isObject = (v: unknown): v is Record<string, unknown> => typeof v === 'object' && v !== null && !Array.isArray(v)
 
 /** Accepts `application/json` with optional parameters (charset); the apiserver sends exactly that. */
@@ -66,12 +73,12 @@ export function parseAdmissionReview(body: string | Buffer | undefined): Admissi
   if (doc.apiVersion !== 'admission.k8s.io/v1') {
     throw new AdmissionParseError(
       422,
-      `apiVersion must be admission.k8s.io/v1, got ${JSON.stringify(doc.apiVersion) ?? 'nothing'} (register the webhook with admissionReviewVersions: [v1])`,
+      `apiVersion must be admission.k8s.io/v1, got ${shown(doc.apiVersion)} (register the webhook with admissionReviewVersions: [v1])`,
       uidGuess,
     )
   }
   if (doc.kind !== 'AdmissionReview') {
-    throw new AdmissionParseError(422, `kind must be AdmissionReview, got ${JSON.stringify(doc.kind) ?? 'nothing'}`, uidGuess)
+    throw new AdmissionParseError(422, `kind must be AdmissionReview, got ${shown(doc.kind)}`, uidGuess)
   }
   const r = doc.request
   if (!isObject(r)) throw new AdmissionParseError(422, 'request is missing: an AdmissionReview sent to a webhook carries a request')

@@ -48,6 +48,8 @@ export function asPersistentVolumeClaim(obj: unknown): { pvc: PersistentVolumeCl
   if (!isObject(obj.spec)) return { problem: 'request.object.spec is missing' }
   const md = obj.metadata
   if (md.name !== undefined && typeof md.name !== 'string') return { problem: 'metadata.name must be a string' }
+  if (md.namespace !== undefined && md.namespace !== null && typeof md.namespace !== 'string') return { problem: 'metadata.namespace must be a string' }
+  if (md.generateName !== undefined && md.generateName !== null && typeof md.generateName !== 'string') return { problem: 'metadata.generateName must be a string' }
   if (!isStringMap(md.labels)) return { problem: 'metadata.labels must map strings to strings' }
   if (!isStringMap(md.annotations)) return { problem: 'metadata.annotations must map strings to strings' }
   const spec = obj.spec

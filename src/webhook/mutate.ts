@@ -73,9 +73,9 @@ async function setUpRestore(decision: RestoreDecision, deps: WebhookDeps, pvcNam
   })
   const made: string[] = []
   try {
-    made.push(`Secret ${namespace}/${secret.metadata.name} (${await cluster.ensureSecret(secret)})`)
+    made.push(`Secret ${namespace}/${secret.metadata.name} (${await cluster.ensureSecret(secret, call)})`)
     const rd = decision.destination
-    made.push(`ReplicationDestination ${namespace}/${rd.metadata.name} (${await cluster.ensureReplicationDestination(rd)})`)
+    made.push(`ReplicationDestination ${namespace}/${rd.metadata.name} (${await cluster.ensureReplicationDestination(rd, call)})`)
   } catch (err) {
     const e = describeError(err)
     return {
