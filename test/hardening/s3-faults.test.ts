@@ -287,7 +287,8 @@ for (const c of cases) {
     const service: ServiceHandle = await startService(config, { logger: log.logger, kubeConfig: null, cluster: null, inFlight: null })
     t.teardown(() => service.close())
     t.equal(service.mode, 'standalone')
-    const client = httpsClient(service.url, service.caCert, { keepAlive: true })
+    // A socket per request of the burst: the client must not queue them (that would be its delay, not the service's).
+    const client = httpsClient(service.url, service.caCert, { keepAlive: true, maxSockets: BURST + 2 })
     t.teardown(client.close)
 
     // BURST concurrent mutating CREATEs (a retry storm; the cache shares one probe between them)
