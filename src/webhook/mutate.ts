@@ -17,7 +17,8 @@ export interface HandlerResult {
   outcome: AdmissionOutcome
 }
 
-function denied(uid: string, d: Denial, outcome: Partial<AdmissionOutcome> = {}): HandlerResult {
+/** A Denial as the answer and the log outcome; shared with /validate. */
+export function denied(uid: string, d: Denial, outcome: Partial<AdmissionOutcome> = {}): HandlerResult {
   return {
     review: deny(uid, d.message, { code: d.code, reason: d.reason, auditAnnotations: { decision: 'denied', cause: d.cause } }),
     outcome: { decision: 'denied', reason: d.cause, cause: d.cause, ...outcome },

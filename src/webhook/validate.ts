@@ -3,19 +3,12 @@
  * the gap when the mutating webhook was skipped (a backup exists, yet the PVC would start empty).
  */
 import type { AdmissionRequest } from '../admission/types.js'
-import { allow, deny } from '../admission/respond.js'
-import { decideAfterProbe, planCreate, type Denial } from '../decide/create.js'
+import { allow } from '../admission/respond.js'
+import { decideAfterProbe, planCreate } from '../decide/create.js'
 import { decideDelete, planDelete } from '../decide/delete.js'
 import { pvcSelfFinding } from '../inflight/match.js'
-import type { HandlerResult } from './mutate.js'
+import { denied, type HandlerResult } from './mutate.js'
 import type { CallOptions, WebhookDeps } from './ports.js'
-
-function denied(uid: string, d: Denial, extra: Partial<HandlerResult['outcome']> = {}): HandlerResult {
-  return {
-    review: deny(uid, d.message, { code: d.code, reason: d.reason, auditAnnotations: { decision: 'denied', cause: d.cause } }),
-    outcome: { decision: 'denied', reason: d.cause, cause: d.cause, ...extra },
-  }
-}
 
 async function validateDelete(req: AdmissionRequest, deps: WebhookDeps): Promise<HandlerResult> {
   const { config } = deps
