@@ -26,6 +26,34 @@ function shown(v: unknown): string {
   return `a ${Array.isArray(v) ? 'list' : typeof v}`
 }
 
+/**
+ * How deep a body may nest. An AdmissionReview of a PersistentVolumeClaim nests about 10 levels
+ * (review → request → object → spec → dataSourceRef …); 100 leaves room for any annotation-free
+ * extension while keeping every later recursive step (structuredClone, JSON Patch diffing, logging)
+ * far from the stack limit, which a ~4,000-level field reached.
+ */
+export const MAX_NESTING_DEPTH = 100
+
+/**
+ * The byte offset where `text` first nests deeper than `limit` arrays/objects, or -1. A scan of the
+ * raw text (strings skipped, escapes honoured), so a hostile body is refused before it is parsed.
+ */
+export function nestingLimitExceededAt(text: string, limit: number): number {
+  let depth = 0
+  let inString = false
+  for (let i = 0; i < text.length; i++) {
+    const c = text.charCodeAt(i)
+    if (inString) {
+      if (c === 0x5c) i++ // backslash: skip the escaped character
+      else if (c === 0x22) inString = false
+    } else if (c === 0x22) inString = true
+    else if (c === 0x7b || c === 0x5b) {
+      if (++depth > limit) return i
+    } else if (c === 0x7d || c === 0x5d) depth--
+  }
+  return -1
+}
+
 const isObject = (v: unknown): v is Record<string, unknown> => typeof v === 'object' && v !== null && !Array.isArray(v)
 
 /** Accepts `application/json` with optional parameters (charset); the apiserver sends exactly that. */
@@ -59,6 +87,11 @@ function optionalString(v: unknown, field: string, uid: string): string | undefi
 export function parseAdmissionReview(body: string | Buffer | undefined): AdmissionRequest {
   const text = typeof body === 'string' ? body : body?.toString('utf8') ?? ''
   if (text.trim() === '') throw new AdmissionParseError(400, 'empty body: expected an admission.k8s.io/v1 AdmissionReview')
+
+  const tooDeepAt = nestingLimitExceededAt(text, MAX_NESTING_DEPTH)
+  if (tooDeepAt >= 0) {
+    throw new AdmissionParseError(422, `body nests deeper than ${MAX_NESTING_DEPTH} levels (at byte ${tooDeepAt}): no PersistentVolumeClaim does; refused before parsing`)
+  }
 
   let doc: unknown
   try {

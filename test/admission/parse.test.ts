@@ -1,7 +1,7 @@
 /** Strict AdmissionReview parsing: real bodies parse; anything else gets a 4xx with a reason. */
 import t from 'tap'
 import { readdirSync } from 'node:fs'
-import { AdmissionParseError, isJsonContentType, parseAdmissionReview } from '../../src/admission/parse.js'
+import { AdmissionParseError, isJsonContentType, MAX_NESTING_DEPTH, nestingLimitExceededAt, parseAdmissionReview } from '../../src/admission/parse.js'
 import { allow, clampWarning, deny } from '../../src/admission/respond.js'
 import { APISERVER_V132, fixtureBody, kubewardenBody } from '../helpers/fixtures.js'
 
@@ -67,6 +67,48 @@ t.test('malformed bodies: status and reason', async (t) => {
     t.equal((err as AdmissionParseError).uid, good.request.uid, 'the uid is kept when it could be read')
   }
   t.equal(({} as any).allowed, undefined, 'no prototype was polluted')
+})
+
+t.test('nesting depth: refused before parsing, counted outside strings only', async (t) => {
+  const good = JSON.parse(fixtureBody('create.mutating.json'))
+  // The review itself is 3 levels down to the object, +1 for metadata: `extra` nests from level 5.
+  const withDeepField = (levels: number, open = '[', close = ']') => {
+    const d = structuredClone(good)
+    d.request.object.metadata.extra = '__DEEP__'
+    return JSON.stringify(d).replace('"__DEEP__"', `${open.repeat(levels)}${close.repeat(levels)}`)
+  }
+  const depthOf = (text: string) => {
+    for (let limit = 1; limit < 20_000; limit++) if (nestingLimitExceededAt(text, limit) < 0) return limit
+    return Infinity
+  }
+  for (const file of readdirSync(APISERVER_V132).filter((f) => f.endsWith('.json'))) {
+    const depth = depthOf(fixtureBody(file))
+    t.ok(depth <= 16, `the real ${file} nests ${depth} levels (managedFields are the deepest part), far below ${MAX_NESTING_DEPTH}`)
+  }
+  t.equal(depthOf(withDeepField(20)), 24, 'a field 20 levels deep under metadata (level 4) reaches 24')
+  const atLimit = withDeepField(MAX_NESTING_DEPTH - 4)
+  t.equal(depthOf(atLimit), MAX_NESTING_DEPTH, 'exactly the limit')
+  t.doesNotThrow(() => parseAdmissionReview(atLimit), `${MAX_NESTING_DEPTH} levels parse`)
+  for (const [name, body] of [
+    ['one level too deep (arrays)', withDeepField(MAX_NESTING_DEPTH - 3)],
+    ['objects', withDeepField(MAX_NESTING_DEPTH, '{"a":', '}').replace(/\{"a":\}/, '{}')],
+    ['10,000 levels', withDeepField(10_000)],
+    ['unbalanced: 1,000,000 open brackets', '{"a":' + '['.repeat(1_000_000)],
+  ] as const) {
+    try {
+      parseAdmissionReview(body)
+      t.fail(`${name}: expected an error`)
+    } catch (err) {
+      t.type(err, AdmissionParseError, name)
+      t.equal((err as AdmissionParseError).statusCode, 422, `${name}: 422`)
+      t.match((err as Error).message, new RegExp(`body nests deeper than ${MAX_NESTING_DEPTH} levels \\(at byte \\d+\\)`), `${name}: says the limit and where`)
+    }
+  }
+  // Brackets inside strings (escaped quotes included) are text, not structure.
+  const d = structuredClone(good)
+  d.request.object.metadata.annotations = { note: '['.repeat(500) + '\\"' + '{'.repeat(500), 'q"[[': ']]]' }
+  t.doesNotThrow(() => parseAdmissionReview(JSON.stringify(d)), 'brackets in strings do not count')
+  t.equal(nestingLimitExceededAt('["\\\\", [[[]]]]', 3), 9, 'an escaped backslash ends before the closing quote')
 })
 
 t.test('content types', async (t) => {

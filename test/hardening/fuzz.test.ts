@@ -24,30 +24,28 @@
  * The standalone service with a local store directory: no network beyond loopback.
  * Env: HARDENING_SEED (default 20261122), HARDENING_FUZZ_COUNT.
  *
- * Found by this suite and fixed (12c311c), now regression tests below and generated cases:
+ * Found by this suite and fixed (12c311c; 2 in the nesting limit of src/admission/parse.ts), now
+ * regression tests below and generated cases:
  *  1. a deeply nested apiVersion or kind made parseAdmissionReview's JSON.stringify (quoting the
  *     wrong value back) throw RangeError: a bare HTTP 500 instead of a 422; a 7 MiB apiVersion came
  *     back whole in the 422 and in one 7 MiB log line;
  *  3. spec.dataSourceRef/dataSource kind or name, or metadata.namespace (request.namespace absent),
  *     as an object whose toString is not a function: "failed to decide: Cannot convert object to
  *     primitive value"; a non-string metadata.namespace (42, ["media"]) was coerced and probed.
- * KNOWN BUG, reported, still open (src/ is not this suite's to change):
- *  2. a field nested ~4,000+ levels deep inside a labelled PVC overflows the stack in patchFor
- *     (structuredClone / fast-json-patch compare): answered 200 as a denial "smart-restore failed to
- *     decide: Maximum call stack size exceeded" (code 500, logged at error level as a bug) instead of
- *     a 4xx. Its error lines are tolerated and counted by default (the answer is a safe denial);
- *     any other error line fails. HARDENING_KNOWN_BUGS=1 tolerates nothing and asserts the 4xx.
+ *  2. a field nested ~4,000+ levels deep inside a labelled PVC overflowed the stack in patchFor
+ *     (structuredClone / fast-json-patch compare): a denial "failed to decide: Maximum call stack
+ *     size exceeded" (code 500, an error-level line) instead of a 4xx. Bodies nesting deeper than
+ *     100 levels are now refused with a 422 before they are parsed.
  */
 import t from 'tap'
 import { buildServer } from '../../src/server.js'
 import { startService } from '../../src/service.js'
 import { createBackupStore } from '../../src/storage/index.js'
 import { captureLogger } from '../helpers/capture-log.js'
-import { checkReply, knownBug, KNOWN_BUGS_ENFORCED, tooLargeCase } from '../helpers/fuzz-bodies.js'
+import { checkReply, tooLargeCase } from '../helpers/fuzz-bodies.js'
 import { CONCURRENCY, FUZZ_COUNT, fuzzConfig, inProcessFuzz, LONG, pollutionCheck, record, report, run, SEED, tally } from '../helpers/fuzz-runner.js'
 import { assertNoSecrets, httpsClient, logSignature, scanningLogger } from '../helpers/hardening.js'
 
-const KNOWN_BUGS = KNOWN_BUGS_ENFORCED
 const HTTPS_SAMPLE = LONG ? FUZZ_COUNT : 2_000
 const FIRST_HALF = Math.ceil(FUZZ_COUNT / 2)
 
@@ -96,7 +94,7 @@ t.test(`${HTTPS_SAMPLE} bodies over real HTTPS with keep-alive`, async (t) => {
   t.equal(after.json.response.allowed, true, 'a real CREATE still gets its normal answer')
   const errors = log.lines().filter((l) => l.level >= 50).map(logSignature)
   if (errors.length) t.comment(`error-level log lines: ${errors.length}, by signature: ${JSON.stringify([...new Set(errors)])}`)
-  t.same(errors.filter((s) => !knownBug(s)), [], 'no error-level log line other than those of known bug 2 (nothing unhandled)')
+  t.same(errors, [], 'no error-level log line (nothing unhandled)')
   assertNoSecrets(t, log.text())
 })
 
@@ -121,7 +119,7 @@ t.test('a 10,000-level or 7 MiB apiVersion or kind is a 422 with a short message
   t.ok(logs.bytes() < 64 * 1024, `nor does the log (${logs.bytes()} bytes for 6 requests)`)
 })
 
-t.test('KNOWN BUG 2 (reported): a 10,000-level field inside a labelled PVC is a 4xx, not "failed to decide"', async (t) => {
+t.test('a 10,000-level field inside a labelled PVC is a 422, not "failed to decide" (bug 2, fixed)', async (t) => {
   const { fixtureReview } = await import('../helpers/fixtures.js')
   const logs = scanningLogger('info')
   const app = buildServer({ deps: { config, store: createBackupStore(config.store), cluster: null, inFlight: null, logger: logs.logger }, logger: logs.logger, bodyLimitBytes: config.server.bodyLimitBytes })
@@ -130,13 +128,9 @@ t.test('KNOWN BUG 2 (reported): a 10,000-level field inside a labelled PVC is a 
   d.request.object.metadata.deep = '__N__'
   const body = JSON.stringify(d).replace('"__N__"', `${'['.repeat(10_000)}${']'.repeat(10_000)}`)
   const res = await app.inject({ method: 'POST', url: '/mutate?timeout=10s', payload: body, headers: { 'content-type': 'application/json' } })
-  // What holds today, and must keep holding: answered, as a denial (never an allowed PVC).
-  t.ok(res.statusCode === 200 || (res.statusCode >= 400 && res.statusCode < 500), `answered ${res.statusCode}, not a 5xx`)
-  if (res.statusCode === 200) t.equal(JSON.parse(res.body).response.allowed, false, 'denied, never allowed')
-  if (KNOWN_BUGS) {
-    t.ok(res.statusCode >= 400 && res.statusCode < 500, `a 4xx (got ${res.statusCode}: ${res.body.slice(0, 160)})`)
-    t.equal(logs.errors().count, 0, 'no error-level log line')
-  } else t.comment(`today: ${res.statusCode} ${res.body.slice(0, 200)}`)
+  t.equal(res.statusCode, 422, `a 422 (got ${res.statusCode}: ${res.body.slice(0, 160)})`)
+  t.match(JSON.parse(res.body).message, /body nests deeper than 100 levels/, 'saying why')
+  t.equal(logs.errors().count, 0, 'no error-level log line')
 })
 
 t.test('an object where a PVC string belongs is a 422, not "failed to decide" (bug 3, fixed)', async (t) => {

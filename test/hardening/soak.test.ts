@@ -12,8 +12,7 @@
  *  - dry-run CREATEs                                   → same decision, nothing written
  *  - malformed bodies from the fuzz generator          → a 4xx with a message, or a valid review
  * Errors: an unanswered request (15 s), a 5xx, an invalid review, a wrong decision, an error-level
- * log line (other than those of the known, reported bugs the malformed bodies can hit: see
- * KNOWN_BUG_SIGNATURES), a credential in the log, falling behind the rate. 0 are allowed.
+ * log line, a credential in the log, falling behind the rate. 0 are allowed.
  * Memory: RSS after a full GC at the end of the warm-up (a fifth of the run, at most 2 minutes)
  * and at the end: growth < 10%. The loopback servers live in this process too; their request logs
  * are trimmed as the run goes so only the service's memory can grow.
@@ -26,7 +25,7 @@ import { get as getHttps } from 'node:https'
 import { startService } from '../../src/service.js'
 import { startFakeApiServer } from '../helpers/fake-apiserver.js'
 import { fixtureReview } from '../helpers/fixtures.js'
-import { checkReply, fuzzCase, knownBug } from '../helpers/fuzz-bodies.js'
+import { checkReply, fuzzCase } from '../helpers/fuzz-bodies.js'
 import { gcFunction, hardeningConfig, httpsClient, memorySample, MiB, scanningLogger, sourceSecret, startRecordingS3rver } from '../helpers/hardening.js'
 import { seed } from '../helpers/storage-servers.js'
 
@@ -205,9 +204,7 @@ if (!ENABLED) {
     t.equal(errorCount, 0, '0 errors')
     t.equal(behind, 0, 'the rate was kept')
     const logErrors = logs.errors()
-    const known = Object.entries(logErrors.bySignature).filter(([sig]) => knownBug(sig))
-    for (const [sig, n] of known) t.comment(`${knownBug(sig)}: ${n} error line(s) (${sig}) — tolerated, see fuzz.test.ts`)
-    t.same(Object.keys(logErrors.bySignature).filter((sig) => !knownBug(sig)), [], 'no error-level log line (other than those of the known, reported bug 2)')
+    t.same(Object.keys(logErrors.bySignature), [], 'no error-level log line')
     t.same(logs.leaks(), [], 'no test credential in the log')
     t.ok(seq >= RATE * MINUTES * 60 * 0.95, `the mix ran at the rate (${seq} requests)`)
     const growth = (end.rss - baseline!.rss) / baseline!.rss

@@ -557,29 +557,6 @@ export function fuzzCase(seed: number, index: number): FuzzCase {
 }
 
 // ---------------------------------------------------------------------------------------------
-// Known bugs (reported, not fixed: src/ is not the hardening suite's to change)
-
-/**
- * Error-level log lines (by logSignature) that known, reported, still open bugs produce for
- * hand-made bodies. The answer is still a safe AdmissionReview denial; the error line is the
- * service saying "a bug in smart-restore" (README). Tolerated and counted by default; with
- * HARDENING_KNOWN_BUGS=1 nothing is tolerated. (Bugs 1, 3 and 4 of the hardening report were fixed
- * in 12c311c; their tests are regression tests now.)
- */
-export const KNOWN_BUG_SIGNATURES: ReadonlyArray<{ bug: string; signature: RegExp }> = [
-  // 2: a field nested ~4,000+ levels deep inside a labelled PVC overflows the stack in patchFor.
-  { bug: 'known bug 2 (deep nesting inside the PVC)', signature: /^admission handler failed \| Maximum call stack size exceeded \| patchFor / },
-]
-
-export const KNOWN_BUGS_ENFORCED = process.env.HARDENING_KNOWN_BUGS === '1'
-
-/** The known bug an error-line signature belongs to (undefined: a new problem, or HARDENING_KNOWN_BUGS=1). */
-export function knownBug(signature: string): string | undefined {
-  if (KNOWN_BUGS_ENFORCED) return undefined
-  return KNOWN_BUG_SIGNATURES.find((k) => k.signature.test(signature))?.bug
-}
-
-// ---------------------------------------------------------------------------------------------
 // The oracle
 
 /** The uid the service must echo: what its own strict parse of these bytes would read, if any. */
