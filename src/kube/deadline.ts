@@ -7,10 +7,12 @@
  *  - a per-call middleware sets an AbortSignal on the request, which aborts the socket (and a body
  *    still being read) — nothing keeps running after we gave up;
  *  - a timer raced against the whole call also covers the steps before fetch, where no signal helps.
+ * The same middleware swaps the request's new agent for a pooled keep-alive one (connection-pool.ts).
  * Per-call middlewares are Observable-style (`pre` returns an Observable) even on the promise API;
  * a promise-returning `pre` crashes with "toPromise is not a function".
  */
 import { Observable, type ConfigurationOptions, type ObservableMiddleware } from '@kubernetes/client-node'
+import { apiConnections } from './connection-pool.js'
 
 /** The error a missed deadline rejects with (recognised by toKubeApiError via its name). */
 export class DeadlineError extends Error {
@@ -28,6 +30,9 @@ function abortWith(signal: AbortSignal): ObservableMiddleware {
   return {
     pre: (ctx) => {
       ctx.setSignal(signal)
+      // Every one-shot call passes here, after authentication built its agent: reuse connections.
+      const agent = apiConnections.agentFor(ctx.getAgent())
+      if (agent) ctx.setAgent(agent)
       return new Observable(Promise.resolve(ctx))
     },
     post: (res) => new Observable(Promise.resolve(res)),

@@ -7,6 +7,7 @@ import t from 'tap'
 import { startFakeApiServer, type FakeApiServer, type FakeApiServerOptions, type StoredObject } from '../helpers/fake-apiserver.js'
 import { captureLogger } from '../helpers/capture-log.js'
 import { WatchedCache, trimObject, type WatchCacheOptions, type WatchSpec } from '../../src/kube/watch-cache.js'
+import { apiConnections } from '../../src/kube/connection-pool.js'
 import type { KubeObject, ResourceRef } from '../../src/inflight/types.js'
 
 type Tap = { teardown(fn: () => unknown): void }
@@ -456,6 +457,8 @@ t.test('stop() while a watch is still connecting destroys that connection', asyn
   const sockets = () => process.getActiveResourcesInfo().filter((r) => r === 'TCPSocketWrap').length
   t.ok(sockets() >= 2, 'the hanging connection is open (both ends)')
   await cache.stop()
+  // The LIST's idle keep-alive connection belongs to the process-wide pool, not to the cache.
+  apiConnections.destroy()
   await until(() => sockets() === 0, 'every connection closed, the hanging one included', 1000)
   const count = api.requests.length
   await sleep(100)
