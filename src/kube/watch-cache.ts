@@ -79,8 +79,14 @@ export interface WatchCacheOptions {
   now?: () => number
   /** Deadline of each discovery GET (default 10 000). */
   requestTimeoutMs?: number
-  /** Deadline of each LIST, body included (default 60 000). */
+  /** Deadline of each LIST request (each page of a chunked list), body included (default 60 000). */
   listTimeoutMs?: number
+  /**
+   * Objects per LIST page (default 500, as client-go's pager). Each page is projected to the stored
+   * copies before the next is asked for, so memory peaks at one page of whole objects rather than
+   * the whole collection. 0: one unchunked LIST.
+   */
+  listPageSize?: number
   /** Deadline for a WATCH to get its response headers (default 15 000). */
   watchConnectTimeoutMs?: number
   /** `timeoutSeconds` asked of the apiserver for each WATCH (default: random 300–600 each time). */
@@ -297,23 +303,30 @@ function collectionPath(r: ResourceRef): string {
   return r.group ? `/apis/${r.group}/${r.version}/${r.plural}` : `/api/${r.version}/${r.plural}`
 }
 
+/** A chunked LIST's continue token expired between pages (410 Gone). */
+class ContinueExpired extends Error {}
+
 // ---------------------------------------------------------------------------------------------
 // One informer (resource + label selector), shared by the specs that watch the same thing
 
 /** What ListWatch holds per object: enough for its bookkeeping (identity, resourceVersion). */
 interface Stub extends KubernetesObject {
   metadata: { name: string; namespace?: string; resourceVersion?: string }
-  /** The whole object, until the add/update callback has projected it (then deleted). */
-  [RAW]?: KubeObject
+  /**
+   * Each spec's stored copy of the object (in the feed's spec order), made when the object arrived
+   * and handed over by the add/update/delete callback (then deleted). Projecting on arrival rather
+   * than in the callback lets the whole object, and a LIST page of them, be collected at once.
+   */
+  [PROJECTED]?: KubeObject[]
 }
-const RAW = Symbol('raw')
+const PROJECTED = Symbol('projected')
 
 interface Shared {
   kubeConfig: KubeConfig
   log: KubeLogger | undefined
   now: () => number
   stats: WatchCacheStats
-  opts: Required<Pick<WatchCacheOptions, 'listTimeoutMs' | 'watchConnectTimeoutMs'>> & { watchTimeoutSeconds: () => number; backoff: (attempt: number) => number }
+  opts: Required<Pick<WatchCacheOptions, 'listTimeoutMs' | 'watchConnectTimeoutMs' | 'listPageSize'>> & { watchTimeoutSeconds: () => number; backoff: (attempt: number) => number }
   changed: () => void
   rediscoverSoon: () => void
 }
@@ -401,18 +414,44 @@ class Feed {
       this.relists++
       this.s.log?.info({ rules: this.ids, resource: this.path }, `relisting ${this.path}`)
     }
-    const list = await getJson<{ metadata?: { resourceVersion?: string }; items?: KubeObject[] }>(
-      this.s.kubeConfig,
-      this.path,
-      { labelSelector: this.labelSelector },
-      { timeoutMs: this.s.opts.listTimeoutMs, signal: this.abort.signal },
-    )
-    if (this.stopped) throw new Error('stopped')
-    const items = (list.items ?? []).map((o) => this.stub(o))
+    let result: { resourceVersion: string; items: Stub[] }
+    try {
+      result = await this.listPages(this.s.opts.listPageSize)
+    } catch (err) {
+      // A continue token that expired between pages (410): start over with one whole LIST, as
+      // client-go's pager does (FullListIfExpired) — a retry in pages could expire again.
+      if (!(err instanceof ContinueExpired)) throw err
+      this.s.log?.info({ rules: this.ids, resource: this.path }, `the chunked list of ${this.path} expired between pages; listing it whole`)
+      result = await this.listPages(0)
+    }
     // ListWatch applies the items, sets its resourceVersion and then asks for the watch: that is
     // where the list counts as applied (see openWatch).
     this.justListed = true
-    return { apiVersion: GV(this.resource), kind: `${this.resource.kind}List`, metadata: { resourceVersion: list.metadata?.resourceVersion ?? '' }, items }
+    return { apiVersion: GV(this.resource), kind: `${this.resource.kind}List`, metadata: { resourceVersion: result.resourceVersion }, items: result.items }
+  }
+
+  /** LIST the collection in pages of `pageSize` (0: at once), each projected before the next is read. */
+  private async listPages(pageSize: number): Promise<{ resourceVersion: string; items: Stub[] }> {
+    const items: Stub[] = []
+    let resourceVersion = ''
+    let cont: string | undefined
+    do {
+      const query = { labelSelector: this.labelSelector, limit: pageSize > 0 ? String(pageSize) : undefined, continue: cont }
+      let page: { metadata?: { resourceVersion?: string; continue?: string }; items?: KubeObject[] }
+      try {
+        page = await getJson(this.s.kubeConfig, this.path, query, { timeoutMs: this.s.opts.listTimeoutMs, signal: this.abort.signal })
+      } catch (err) {
+        if (cont && toKubeApiError(err, 'list', this.path).status === 410) throw new ContinueExpired()
+        throw err
+      }
+      if (this.stopped) throw new Error('stopped')
+      for (const o of page.items ?? []) items.push(this.stub(o))
+      // Every page carries the resourceVersion of the snapshot the first one was cut from.
+      resourceVersion = page.metadata?.resourceVersion ?? ''
+      cont = page.metadata?.continue || undefined
+      if (cont) this.s.stats.listRequests++
+    } while (cont)
+    return { resourceVersion, items }
   }
 
   private stub(raw: KubeObject): Stub {
@@ -421,19 +460,19 @@ class Feed {
     raw.kind ??= this.resource.kind
     const meta = raw.metadata ?? ({} as KubeObject['metadata'])
     const stub: Stub = { metadata: { name: meta.name, namespace: meta.namespace, resourceVersion: meta.resourceVersion as string | undefined } }
-    stub[RAW] = raw
+    let shared: KubeObject | undefined
+    const makeShared = () => (shared ??= deepFreeze(trimObject(raw)))
+    stub[PROJECTED] = this.specs.map((spec) => spec.project(raw, makeShared))
     return stub
   }
 
   private upsert(stub: Stub): void {
-    const raw = stub[RAW]
-    delete stub[RAW]
-    if (this.stopped || !raw) return
-    let shared: KubeObject | undefined
-    const makeShared = () => (shared ??= deepFreeze(trimObject(raw)))
+    const projected = stub[PROJECTED]
+    delete stub[PROJECTED]
+    if (this.stopped || !projected) return
     // Every spec's index first, then the listeners: a listener reading another spec of this feed sees the change there too.
-    const changes = this.specs.map((spec) => {
-      const obj = spec.project(raw, makeShared)
+    const changes = this.specs.map((spec, i) => {
+      const obj = projected[i]!
       return { spec, obj, old: spec.upsert(obj) }
     })
     for (const c of changes) if (c.spec.listeners.size) c.spec.notify(c.old ? 'modified' : 'added', c.obj, c.old)
@@ -441,16 +480,14 @@ class Feed {
 
   private remove(stub: Stub): void {
     // A watch DELETED event carries the object's last state; a relist's vanished object has only the old stub.
-    const raw = stub[RAW]
-    delete stub[RAW]
+    const projected = stub[PROJECTED]
+    delete stub[PROJECTED]
     if (this.stopped) return
-    let shared: KubeObject | undefined
-    const makeShared = () => (shared ??= deepFreeze(trimObject(raw!)))
     const changes = this.specs.map((spec) => ({ spec, old: spec.remove(stub.metadata.namespace, stub.metadata.name) }))
-    for (const { spec, old } of changes) {
-      if (!old || spec.listeners.size === 0) continue
-      spec.notify('deleted', raw ? spec.project(raw, makeShared) : old, old)
-    }
+    changes.forEach(({ spec, old }, i) => {
+      if (!old || spec.listeners.size === 0) return
+      spec.notify('deleted', projected?.[i] ?? old, old)
+    })
   }
 
   /** Called by GuardedWatch for every WATCH ListWatch wants to open. */
@@ -674,6 +711,7 @@ export class WatchedCache implements ObjectIndex {
       stats: this.counters,
       opts: {
         listTimeoutMs: opts.listTimeoutMs ?? 60_000,
+        listPageSize: opts.listPageSize ?? 500,
         watchConnectTimeoutMs: opts.watchConnectTimeoutMs ?? 15_000,
         watchTimeoutSeconds: typeof wts === 'function' ? wts : typeof wts === 'number' ? () => wts : () => 300 + Math.random() * 300,
         backoff: this.backoff,

@@ -27,7 +27,8 @@
  *   validateEvent). apply-patch bodies must not carry metadata.managedFields (400).
  * - `?dryRun=All` validates and answers, stores nothing.
  * - LIST with `metadata.resourceVersion`, labelSelector (=, ==, !=, in, notin, exists, !exists)
- *   and fieldSelector (dotted paths, = / !=); WATCH `?watch=true&resourceVersion=N` streams
+ *   and fieldSelector (dotted paths, = / !=); chunked with `limit` / `continue` (pages of one
+ *   snapshot; a token is good once, and `objects.compact()` expires them: 410 Expired); WATCH `?watch=true&resourceVersion=N` streams
  *   `{"type","object"}` lines for changes after N (ERROR 410 Expired after `objects.compact()`).
  * - Secrets: `stringData` merged into `data` (base64) on write, invalid base64 is a 400.
  * - Namespaces: created with `spec.finalizers: [kubernetes]` and phase Active; DELETE marks them
@@ -124,7 +125,7 @@ export interface ObjectStore {
   /** Backdoor removal, ignoring finalizers. Emits DELETED. */
   delete(apiPath: string, namespace: string | undefined, name: string): boolean
   list(apiPath: string, namespace?: string): StoredObject[]
-  /** Forget the watch history: watches from an older resourceVersion get ERROR 410 Expired. */
+  /** Forget the watch history: watches from an older resourceVersion get ERROR 410 Expired; continue tokens expire too (410). */
   compact(): void
   /** The current (latest) global resourceVersion. */
   readonly resourceVersion: number
@@ -200,6 +201,8 @@ export interface FakeApiServer {
    * Returns how many were ended.
    */
   dropWatches(opts?: { apiPath?: string; destroy?: boolean }): number
+  /** LIST answers that were pages of a chunked list (`limit` or `continue`). */
+  readonly listPages: number
   close(): Promise<void>
 }
 
@@ -716,6 +719,11 @@ export async function startFakeApiServer(opts: FakeApiServerOptions = {}): Promi
   /** Watches starting at or after this resourceVersion can be served from the history. */
   let compactedAt = 0
   let rv = 0
+  /** Open chunked lists: continue token → the snapshot and how far it was served. */
+  const continuations = new Map<string, { items: StoredObject[]; rv: string; offset: number }>()
+  let continueSeq = 0
+  /** LIST answers that were pages of a chunked list. */
+  let listPages = 0
   const watchers = new Set<Watcher>()
   const faults: ActiveFault[] = []
   const requests: RecordedRequest[] = []
@@ -893,6 +901,7 @@ export async function startFakeApiServer(opts: FakeApiServerOptions = {}): Promi
     },
     compact() {
       history.length = 0
+      continuations.clear()
       compactedAt = rv
     },
     get resourceVersion() {
@@ -1140,7 +1149,8 @@ export async function startFakeApiServer(opts: FakeApiServerOptions = {}): Promi
     const labels = parseLabelSelector(ctx.query.labelSelector)
     const fields = parseFieldSelector(ctx.query.fieldSelector)
     const strip = isBuiltinGroup(r.group)
-    const items = objects
+    // A continuation is served from its snapshot, without reading the store again.
+    const items = () => objects
       .list(r.apiPath, r.namespace)
       .filter((o) => labels(o.metadata.labels ?? {}) && fields(o))
       .sort((a, b) => keyOf(a.metadata.namespace, a.metadata.name).localeCompare(keyOf(b.metadata.namespace, b.metadata.name)))
@@ -1152,12 +1162,32 @@ export async function startFakeApiServer(opts: FakeApiServerOptions = {}): Promi
         return o
       })
     const kind = kindFor(r)
-    reply(ctx.res, 200, {
-      kind: kind ? `${kind}List` : 'List',
-      apiVersion: r.group ? `${r.group}/${r.version}` : 'v1',
-      metadata: { resourceVersion: String(rv) },
-      items,
-    })
+    const list = (metadata: Record<string, unknown>, page: StoredObject[]) =>
+      reply(ctx.res, 200, { kind: kind ? `${kind}List` : 'List', apiVersion: r.group ? `${r.group}/${r.version}` : 'v1', metadata, items: page })
+    // Chunked lists: `limit` cuts the result; `continue` pages through the snapshot the first
+    // request saw (one resourceVersion for the whole list, as etcd-backed lists are).
+    const limit = Number(ctx.query.limit ?? 0)
+    const token = ctx.query.continue
+    let snapshot: { items: StoredObject[]; rv: string; offset: number } | undefined
+    if (token) {
+      snapshot = continuations.get(token)
+      continuations.delete(token)
+      if (!snapshot) {
+        throw new HttpError(410, 'The provided continue parameter is too old to display a consistent list result. You can start a new list without the continue parameter.', 'Expired')
+      }
+    } else if (limit > 0) snapshot = { items: items(), rv: String(rv), offset: 0 }
+    if (!snapshot) return list({ resourceVersion: String(rv) }, items())
+    listPages++
+    const page = snapshot.items.slice(snapshot.offset, snapshot.offset + (limit > 0 ? limit : snapshot.items.length))
+    const offset = snapshot.offset + page.length
+    const metadata: Record<string, unknown> = { resourceVersion: snapshot.rv }
+    if (offset < snapshot.items.length) {
+      const next = `c${++continueSeq}`
+      continuations.set(next, { ...snapshot, offset })
+      metadata.continue = next
+      metadata.remainingItemCount = snapshot.items.length - offset
+    }
+    list(metadata, page)
   }
 
   function handleWatch(ctx: Ctx, req: http.IncomingMessage): void {
@@ -1562,6 +1592,9 @@ export async function startFakeApiServer(opts: FakeApiServerOptions = {}): Promi
         else if (!w.res.writableEnded) w.res.end()
       }
       return n
+    },
+    get listPages() {
+      return listPages
     },
     async close() {
       closing = true

@@ -119,6 +119,48 @@ t.test('initial sync: N objects listed, indexed, trimmed, frozen; byKey and get 
   t.equal(watchRequests(api, PVCS)[0]!.query.allowWatchBookmarks, 'true')
 })
 
+t.test('chunked LIST: pages of listPageSize, one snapshot; a change between pages arrives by the watch', async (t) => {
+  const { api, cache } = await setup(t, [{ id: 'pvc', resource: PVC, indexKeys: byApp }], { listPageSize: 4 })
+  for (let i = 0; i < 10; i++) api.objects.put(PVCS, pvc('media', `data-${i}`, 'a'))
+  // Each page answers 150 ms late, so the object below is made while the list is between pages.
+  api.fail({ method: 'GET', path: PVCS, watch: false, times: 3 }, { delayMs: 150 })
+  await cache.start()
+  await until(() => api.listPages === 1, 'the first page')
+  api.objects.put(PVCS, pvc('media', 'made-between-pages', 'a'))
+  api.objects.delete(PVCS, 'media', 'data-9')
+  t.ok(await cache.waitForSync(5000), 'synced')
+  const pages = listRequests(api, PVCS)
+  t.same(pages.map((r) => [r.query.limit, r.query.continue ? 'continue' : 'first']), [['4', 'first'], ['4', 'continue'], ['4', 'continue']], '3 pages of at most 4')
+  await until(() => cache.get('pvc', 'media', 'made-between-pages') !== undefined && cache.get('pvc', 'media', 'data-9') === undefined, 'the watch delivers the changes made after the snapshot')
+  t.equal(cache.byKey('pvc', 'app=a').length, 10, '10 of the snapshot - 1 deleted + 1 created')
+  t.equal(watchRequests(api, PVCS).length, 1, 'one watch, from the snapshot resourceVersion (no relist)')
+})
+
+t.test('chunked LIST: a continue token that expires between pages (410) falls back to one whole LIST', async (t) => {
+  const { api, cache, log } = await setup(t, [{ id: 'pvc', resource: PVC }], { listPageSize: 4 })
+  for (let i = 0; i < 10; i++) api.objects.put(PVCS, pvc('media', `data-${i}`))
+  api.fail({ method: 'GET', path: PVCS, watch: false, times: 2 }, { delayMs: 150 })
+  await cache.start()
+  await until(() => api.listPages === 1, 'the first page')
+  api.objects.compact()
+  t.ok(await cache.waitForSync(5000), 'synced')
+  const lists = listRequests(api, PVCS).map((r) => (r.query.continue ? 'continue' : r.query.limit ? 'first page' : 'whole'))
+  t.same(lists, ['first page', 'continue', 'whole'], 'first page, expired continue, then one whole LIST')
+  t.equal(cache.byKey('pvc', 'x').length, 0)
+  t.equal(names([...Array(10).keys()].map((i) => cache.get('pvc', 'media', `data-${i}`)!).filter(Boolean)).length, 10, 'all 10 objects')
+  t.ok(log.lines().some((l) => /expired between pages; listing it whole/.test(l.msg)), 'logged')
+  t.same(cache.syncState().find((s) => s.id === 'pvc')?.lastError, undefined, 'not an error')
+})
+
+t.test('listPageSize 0: one unchunked LIST', async (t) => {
+  const { api, cache } = await setup(t, [{ id: 'pvc', resource: PVC }], { listPageSize: 0 })
+  for (let i = 0; i < 10; i++) api.objects.put(PVCS, pvc('media', `data-${i}`))
+  await cache.start()
+  t.ok(await cache.waitForSync(3000))
+  t.same(listRequests(api, PVCS).map((r) => r.query.limit), [undefined], 'no limit')
+  t.equal(api.listPages, 0)
+})
+
 t.test('objects created, updated and deleted during the test change byKey and get', async (t) => {
   const { api, cache } = await setup(t, [{ id: 'pvc', resource: PVC, indexKeys: byApp }])
   api.objects.put(PVCS, pvc('media', 'a', 'one'))
