@@ -105,16 +105,36 @@ export function buildServer(opts: ServerOptions): FastifyInstance {
       }
       throw err
     }
-    const log = opts.logger.child({ uid: review.uid })
-    // A timer cleared with the answer (AbortSignal.timeout's would live on for the whole budget).
-    const budget = new AbortController()
-    const budgetTimer = setTimeout(() => budget.abort(new Error('the admission budget is spent')), admissionBudgetMs((request.query as Record<string, unknown>).timeout))
+    // The handler's logger and the budget's AbortSignal are made when first used: most admissions
+    // (pass-through, DELETE from the caches) log nothing more and do no I/O, and both cost more than
+    // deciding them. The budget still counts from the request's arrival.
+    let log: Logger | undefined
+    const handlerLog = () => (log ??= opts.logger.child({ uid: review.uid }))
+    const budgetEndsAt = started + admissionBudgetMs((request.query as Record<string, unknown>).timeout)
+    let budget: AbortController | undefined
+    let budgetTimer: NodeJS.Timeout | undefined
+    const call: CallOptions = {
+      get signal() {
+        if (!budget) {
+          const controller = (budget = new AbortController())
+          // A timer cleared with the answer (AbortSignal.timeout's would live on for the whole budget).
+          budgetTimer = setTimeout(() => controller.abort(new Error('the admission budget is spent')), Math.max(0, budgetEndsAt - performance.now()))
+        }
+        return budget.signal
+      },
+    }
+    const deps: WebhookDeps = {
+      ...opts.deps,
+      get logger() {
+        return handlerLog()
+      },
+    }
     let result: HandlerResult
     try {
-      result = await handler(review, { ...opts.deps, logger: log }, { signal: budget.signal })
+      result = await handler(review, deps, call)
     } catch (err) {
       // A bug must still produce an answer the apiserver understands, and a safe one: deny.
-      log.error({ err }, 'admission handler failed')
+      handlerLog().error({ err }, 'admission handler failed')
       result = {
         review: deny(review.uid, `smart-restore failed to decide: ${(err as Error).message}. Retrying is safe.`, { code: 500, reason: 'InternalError' }),
         outcome: { decision: 'error', reason: (err as Error).message },
@@ -127,7 +147,7 @@ export function buildServer(opts: ServerOptions): FastifyInstance {
       opts.metrics?.observeAdmission(name, review.operation, result.outcome, seconds)
     } catch (err) {
       // Counting must never cost the apiserver its answer.
-      log.error({ err }, 'recording admission metrics failed')
+      handlerLog().error({ err }, 'recording admission metrics failed')
     }
     admissionLog.info(
       {

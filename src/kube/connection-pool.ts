@@ -24,10 +24,11 @@ import https from 'node:https'
 /** Sockets per agent: the admission path makes a few requests at a time; the reconciler queues. */
 const MAX_SOCKETS = 16
 /**
- * Idle sockets are closed by us after this, well before kube-apiserver closes them (its http.Server
+ * Idle sockets are closed by us after this, before kube-apiserver closes them (its http.Server
  * IdleTimeout is 90 s): a request sent on a socket the server is closing at that moment fails.
+ * Longer than the 60 s between rediscoveries, so those reuse a connection too.
  */
-const IDLE_TIMEOUT_MS = 30_000
+const IDLE_TIMEOUT_MS = 75_000
 /** Distinct TLS identities kept at once (a rotation makes a second one for a while). */
 const MAX_AGENTS = 4
 
