@@ -36,6 +36,7 @@ import { fileURLToPath } from 'node:url'
 import { Worker } from 'node:worker_threads'
 import { randomBytes } from 'node:crypto'
 import { S3Client, PutObjectCommand } from '@aws-sdk/client-s3'
+import { parseAllDocuments } from 'yaml'
 import { startFakeApiServer, type RecordedRequest } from '../test/helpers/fake-apiserver.js'
 import { BUCKET, S3RVER_KEY, startS3rver } from '../test/helpers/storage-servers.js'
 import { constantBody, makeTemplate, nameOf, render, type BodyTemplate, type Naming } from './lib/bodies.js'
@@ -264,6 +265,19 @@ function compile(): void {
   log(`compiled src/ and the bench entry points into bench/.build in ${((Date.now() - t) / 1000).toFixed(1)} s`)
 }
 
+/**
+ * The NODE_OPTIONS the Deployment gives the service (deploy/base/deployment.yaml): its memory is
+ * measured as it runs in a cluster (the old-generation cap changes how far the heap grows).
+ */
+function deploymentNodeOptions(): string {
+  const docs = parseAllDocuments(readFileSync(join(here, '..', 'deploy', 'base', 'deployment.yaml'), 'utf8')).map((d) => d.toJS())
+  const deployment = docs.find((d) => d?.kind === 'Deployment')
+  const value = deployment?.spec?.template?.spec?.containers?.[0]?.env?.find((e: { name: string }) => e.name === 'NODE_OPTIONS')?.value
+  if (typeof value !== 'string') throw new Error('deploy/base/deployment.yaml: the container sets no NODE_OPTIONS')
+  return value
+}
+const SERVICE_NODE_OPTIONS = env.BENCH_SERVICE_NODE_OPTIONS ?? deploymentNodeOptions()
+
 async function startChild(script: string, name: string, childEnv: Record<string, string>): Promise<Child> {
   const logFile = join(work, `${name}.log`)
   const out = openSync(logFile, 'w')
@@ -272,7 +286,7 @@ async function startChild(script: string, name: string, childEnv: Record<string,
     cwd: work,
     // --expose-gc only lets the runner ask for one full collection at the very end (live data vs garbage).
     execArgv: name === 'service' ? ['--expose-gc'] : [],
-    env: { ...process.env, ...childEnv, ...(name === 'service' && env.BENCH_SERVICE_NODE_OPTIONS ? { NODE_OPTIONS: env.BENCH_SERVICE_NODE_OPTIONS } : {}) },
+    env: { ...process.env, ...childEnv, ...(name === 'service' ? { NODE_OPTIONS: SERVICE_NODE_OPTIONS } : {}) },
     stdio: ['ignore', out, 'pipe', 'ipc'],
   })
   closeSync(out)
@@ -856,7 +870,8 @@ How the benchmark works and why the missed targets are missed: bench/README.md.
   (1 s for the rate-limited and S3 scenarios); ${CONNECTIONS} connections unless the table says otherwise.
 - **Service**: its own process (bench/serve.ts = src/main.ts's startup), cluster mode against a loopback
   Kubernetes API (test/helpers/fake-apiserver.ts) holding ${PVCS.toLocaleString('en-US')} PVCs and ${PVCS.toLocaleString('en-US')} ReplicationSources
-  (${Array.from({ length: PVCS }, (_, i) => i).filter(inFlight).length} of them mid-backup), S3 = s3rver on loopback, reconciler ${env.BENCH_RECONCILER === '0' ? 'off' : 'on'}, log level ${env.BENCH_LOG_LEVEL ?? 'info'}, metrics on.
+  (${Array.from({ length: PVCS }, (_, i) => i).filter(inFlight).length} of them mid-backup), S3 = s3rver on loopback, reconciler ${env.BENCH_RECONCILER === '0' ? 'off' : 'on'}, log level ${env.BENCH_LOG_LEVEL ?? 'info'}, metrics on,
+  \`NODE_OPTIONS=${SERVICE_NODE_OPTIONS}\`${env.BENCH_SERVICE_NODE_OPTIONS ? ' (BENCH_SERVICE_NODE_OPTIONS)' : " (the Deployment's, deploy/base/deployment.yaml)"}.
   Ready (caches synced) ${fmt(readyAfterMs / 1000, 1)} s after start.
 
 ## Figures
