@@ -55,9 +55,16 @@ export interface WatchSpec {
   /**
    * What to keep of an object, to bound memory; receives the whole object as the apiserver sent it.
    * Default: trimObject (metadata name/namespace/uid/resourceVersion/labels/ownerReferences/
-   * creationTimestamp/deletionTimestamp, spec, status; no managedFields, no annotations).
+   * creationTimestamp/deletionTimestamp, spec, status; no managedFields, no annotations but those
+   * of `keepAnnotationPrefix`). Specs of one resource without a transform share one frozen copy.
    */
   transform?: (obj: KubeObject) => KubeObject
+  /**
+   * Annotations under this prefix are kept in the default trimmed copy — of every spec of the
+   * cache, so that specs of the same resource (the guard's and the reconciler's) still share one
+   * copy instead of holding two.
+   */
+  keepAnnotationPrefix?: string
 }
 
 /** What happened to an object of a spec's index. */
@@ -137,8 +144,11 @@ export interface WatchCacheStats {
 
 const GV = (r: ResourceRef) => (r.group ? `${r.group}/${r.version}` : r.version)
 
-/** The default copy kept of an object: identity, labels, owners, timestamps, spec and status. */
-export function trimObject(obj: KubeObject): KubeObject {
+/**
+ * The default copy kept of an object: identity, labels, owners, timestamps, spec and status, and
+ * the annotations under `annotationPrefixes` (only when there are any).
+ */
+export function trimObject(obj: KubeObject, annotationPrefixes: readonly string[] = []): KubeObject {
   const m = obj.metadata
   const metadata: KubeObject['metadata'] = { name: m.name }
   if (m.namespace !== undefined) metadata.namespace = m.namespace
@@ -148,6 +158,10 @@ export function trimObject(obj: KubeObject): KubeObject {
   if (m.ownerReferences !== undefined) metadata.ownerReferences = m.ownerReferences
   if (m.creationTimestamp !== undefined) metadata.creationTimestamp = m.creationTimestamp
   if (m.deletionTimestamp !== undefined) metadata.deletionTimestamp = m.deletionTimestamp
+  if (annotationPrefixes.length > 0 && m.annotations) {
+    const kept = Object.entries(m.annotations as Record<string, string>).filter(([k]) => annotationPrefixes.some((p) => k.startsWith(p)))
+    if (kept.length > 0) metadata.annotations = Object.fromEntries(kept)
+  }
   const out = {} as KubeObject
   if (obj.apiVersion !== undefined) out.apiVersion = obj.apiVersion
   if (obj.kind !== undefined) out.kind = obj.kind
@@ -323,6 +337,8 @@ const PROJECTED = Symbol('projected')
 
 interface Shared {
   kubeConfig: KubeConfig
+  /** Every spec's keepAnnotationPrefix: the shared trimmed copy keeps those annotations. */
+  annotationPrefixes: readonly string[]
   log: KubeLogger | undefined
   now: () => number
   stats: WatchCacheStats
@@ -461,7 +477,7 @@ class Feed {
     const meta = raw.metadata ?? ({} as KubeObject['metadata'])
     const stub: Stub = { metadata: { name: meta.name, namespace: meta.namespace, resourceVersion: meta.resourceVersion as string | undefined } }
     let shared: KubeObject | undefined
-    const makeShared = () => (shared ??= deepFreeze(trimObject(raw)))
+    const makeShared = () => (shared ??= deepFreeze(trimObject(raw, this.s.annotationPrefixes)))
     stub[PROJECTED] = this.specs.map((spec) => spec.project(raw, makeShared))
     return stub
   }
@@ -706,6 +722,7 @@ export class WatchedCache implements ObjectIndex {
     }
     this.shared = {
       kubeConfig,
+      annotationPrefixes: [...new Set(specs.flatMap((s) => (s.keepAnnotationPrefix ? [s.keepAnnotationPrefix] : [])))],
       log: this.log,
       now: this.now,
       stats: this.counters,

@@ -12,7 +12,7 @@ import type { KubeObject } from '../inflight/types.js'
 import { ownerReferenceTo, type ClusterClient } from '../kube/cluster-client.js'
 import { KubeApiError } from '../kube/errors.js'
 import type { EventRecorder } from '../kube/events.js'
-import { trimObject, type WatchedCache, type WatchSpec } from '../kube/watch-cache.js'
+import type { WatchedCache, WatchSpec } from '../kube/watch-cache.js'
 import type { BackupStore } from '../storage/types.js'
 import { reconcilePvc } from './decide.js'
 import { WorkQueue } from './queue.js'
@@ -31,15 +31,13 @@ const PVC_OWNER = (pvc: PvcState) => ({ apiVersion: 'v1', kind: 'PersistentVolum
 export function reconcilerWatchSpecs(config: Config): WatchSpec[] {
   // smart-restore's own annotations are kept: the desired objects carry them (a cache without them
   // would make every comparison differ), and `<prefix>pvc` names the PVC even past 63 characters.
-  const withOurAnnotations = (obj: KubeObject): KubeObject => {
-    const trimmed = trimObject(obj)
-    const annotations = Object.fromEntries(Object.entries((obj.metadata.annotations as Record<string, string> | undefined) ?? {}).filter(([k]) => k.startsWith(config.annotationPrefix)))
-    return { ...trimmed, metadata: { ...trimmed.metadata, annotations } }
-  }
+  // Kept in the default trimmed copy, not by a transform: that copy is the one the deletion guard's
+  // rules for the same resources hold, so each object is held once.
+  const keepAnnotationPrefix = config.annotationPrefix
   return [
     pvcWatchSpec(config),
-    { id: SOURCES_SPEC_ID, resource: { group: 'volsync.backube', version: 'v1alpha1', kind: 'ReplicationSource', plural: 'replicationsources' }, transform: withOurAnnotations },
-    { id: DESTINATIONS_SPEC_ID, resource: { group: 'volsync.backube', version: 'v1alpha1', kind: 'ReplicationDestination', plural: 'replicationdestinations' }, transform: withOurAnnotations },
+    { id: SOURCES_SPEC_ID, resource: { group: 'volsync.backube', version: 'v1alpha1', kind: 'ReplicationSource', plural: 'replicationsources' }, keepAnnotationPrefix },
+    { id: DESTINATIONS_SPEC_ID, resource: { group: 'volsync.backube', version: 'v1alpha1', kind: 'ReplicationDestination', plural: 'replicationdestinations' }, keepAnnotationPrefix },
   ]
 }
 

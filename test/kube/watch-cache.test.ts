@@ -297,6 +297,25 @@ t.test('specs with the same resource and selector share one informer; each has i
   t.ok(cache.get('job-all', 'media', 'mover'))
 })
 
+t.test('keepAnnotationPrefix: the shared trimmed copy keeps those annotations, for every spec, still one copy', async (t) => {
+  const { api, cache } = await setup(t, [
+    { id: 'guard-rs', resource: RS, indexKeys: bySource },
+    { id: 'reconciler-rs', resource: RS, keepAnnotationPrefix: 'smart-restore.io/' },
+  ])
+  api.objects.put(RSS, { ...rs('media', 'ours', 'data'), metadata: { name: 'ours', namespace: 'media', annotations: { 'smart-restore.io/pvc': 'data', 'smart-restore.io/tier': 'daily', 'kubectl.kubernetes.io/last-applied-configuration': '{"huge":"x"}' } } })
+  api.objects.put(RSS, { ...rs('media', 'theirs', 'data'), metadata: { name: 'theirs', namespace: 'media', annotations: { note: 'x' } } })
+  await cache.start()
+  t.ok(await cache.waitForSync(3000))
+  const ours = cache.get('reconciler-rs', 'media', 'ours')!
+  t.strictSame(ours.metadata.annotations, { 'smart-restore.io/pvc': 'data', 'smart-restore.io/tier': 'daily' }, 'only the prefix is kept')
+  t.equal(cache.get('guard-rs', 'media', 'ours'), ours, 'the guard holds the very same copy')
+  t.equal(cache.get('reconciler-rs', 'media', 'theirs')!.metadata.annotations, undefined, 'no matching annotation: no annotations key')
+  t.ok(Object.isFrozen(ours.metadata.annotations), 'frozen like the rest')
+  api.objects.update(RSS, 'media', 'ours', (o) => ((o.metadata.annotations as Record<string, string>)['smart-restore.io/tier'] = 'hourly'))
+  await until(() => (cache.get('guard-rs', 'media', 'ours')!.metadata.annotations as Record<string, string>)['smart-restore.io/tier'] === 'hourly', 'the update')
+  t.equal(cache.get('guard-rs', 'media', 'ours'), cache.get('reconciler-rs', 'media', 'ours'), 'still one copy after an update')
+})
+
 t.test('cluster-scoped resources: get ignores the namespace', async (t) => {
   const { api, cache } = await setup(t, [{ id: 'ns', resource: NS, namespaced: false, indexKeys: (o) => (o.metadata.labels?.backup ? ['backup'] : []) }])
   api.objects.put('/api/v1/namespaces', { metadata: { name: 'media', labels: { backup: 'on' } } })
