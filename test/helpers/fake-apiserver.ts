@@ -1520,6 +1520,10 @@ export async function startFakeApiServer(opts: FakeApiServerOptions = {}): Promi
       if (!res.headersSent && !res.destroyed) reply(res, 500, new HttpError(500, `Internal error occurred: ${(e as Error).message}`).toStatus())
     })
   })
+  // kube-apiserver keeps idle connections 90 s (Go http.Server IdleTimeout) and announces nothing;
+  // node's default (5 s, announced as `Keep-Alive: timeout=5`) would make clients reconnect far more
+  // often than against the real one.
+  server.keepAliveTimeout = 90_000
   await new Promise<void>((resolve, reject) => {
     server.once('error', reject)
     server.listen(opts.port ?? 0, '127.0.0.1', () => resolve())
