@@ -130,6 +130,7 @@ export interface SpecSyncState {
 }
 
 export interface WatchCacheStats {
+  /** LISTs made (initial and relists; a LIST read in pages counts once, its whole-LIST fallback again). */
   listRequests: number
   watchRequests: number
   discoveryRequests: number
@@ -438,6 +439,7 @@ class Feed {
       // client-go's pager does (FullListIfExpired) — a retry in pages could expire again.
       if (!(err instanceof ContinueExpired)) throw err
       this.s.log?.info({ rules: this.ids, resource: this.path }, `the chunked list of ${this.path} expired between pages; listing it whole`)
+      this.s.stats.listRequests++
       result = await this.listPages(0)
     }
     // ListWatch applies the items, sets its resourceVersion and then asks for the watch: that is
@@ -465,7 +467,6 @@ class Feed {
       // Every page carries the resourceVersion of the snapshot the first one was cut from.
       resourceVersion = page.metadata?.resourceVersion ?? ''
       cont = page.metadata?.continue || undefined
-      if (cont) this.s.stats.listRequests++
     } while (cont)
     return { resourceVersion, items }
   }

@@ -134,6 +134,7 @@ t.test('chunked LIST: pages of listPageSize, one snapshot; a change between page
   await until(() => cache.get('pvc', 'media', 'made-between-pages') !== undefined && cache.get('pvc', 'media', 'data-9') === undefined, 'the watch delivers the changes made after the snapshot')
   t.equal(cache.byKey('pvc', 'app=a').length, 10, '10 of the snapshot - 1 deleted + 1 created')
   t.equal(watchRequests(api, PVCS).length, 1, 'one watch, from the snapshot resourceVersion (no relist)')
+  t.equal(cache.stats().listRequests, 1, 'one LIST, in 3 pages')
 })
 
 t.test('chunked LIST: a continue token that expires between pages (410) falls back to one whole LIST', async (t) => {
@@ -146,6 +147,7 @@ t.test('chunked LIST: a continue token that expires between pages (410) falls ba
   t.ok(await cache.waitForSync(5000), 'synced')
   const lists = listRequests(api, PVCS).map((r) => (r.query.continue ? 'continue' : r.query.limit ? 'first page' : 'whole'))
   t.same(lists, ['first page', 'continue', 'whole'], 'first page, expired continue, then one whole LIST')
+  t.equal(cache.stats().listRequests, 2, 'two LISTs: the paged one and the whole one')
   t.equal(cache.byKey('pvc', 'x').length, 0)
   t.equal(names([...Array(10).keys()].map((i) => cache.get('pvc', 'media', `data-${i}`)!).filter(Boolean)).length, 10, 'all 10 objects')
   t.ok(log.lines().some((l) => /expired between pages; listing it whole/.test(l.msg)), 'logged')
