@@ -78,13 +78,21 @@ const KIND_CAUSES: Array<[prefix: string, kinds: ReadonlySet<string>]> = [
   ['source-secret-', KUBE_KIND_SET],
   ['create-restore-objects-', KUBE_KIND_SET],
 ]
-const KUBE_API_CAUSE = /^(?:source-secret|create-restore-objects)-(.+)$/
 const IN_FLIGHT_CAUSE = /^in-flight-([a-z0-9]([-a-z0-9]*[a-z0-9])?)$/
 const RECONCILE_FINDINGS = new Set<string>(Object.values(RECONCILE_COUNTER))
 const EVENT_OUTCOMES = ['sent', 'deduplicated', 'exists', 'bumped', 'failed'] as const satisfies ReadonlyArray<keyof EventRecorderStats>
 
 function bounded(value: string | undefined, allowed: ReadonlySet<string>): string {
   return value !== undefined && allowed.has(value) ? value : OTHER
+}
+
+/** The Kubernetes API error kind in a cause from one of the restore's API calls (`source-secret-forbidden`), else undefined. */
+function kubeApiErrorKind(cause: string): string | undefined {
+  if (STATIC_CAUSES.has(cause)) return undefined // e.g. source-secret-incomplete: the Secret was read
+  for (const [prefix, kinds] of KIND_CAUSES) {
+    if (kinds === KUBE_KIND_SET && cause.startsWith(prefix) && cause.length > prefix.length) return cause.slice(prefix.length)
+  }
+  return undefined
 }
 
 /** The denial cause as a label value: a known cause, `in-flight` (the rule is counted apart), or `other`. */
@@ -273,8 +281,8 @@ export class ServiceMetrics {
       if (state === 'unknown') this.probeErrors.inc({ kind: bounded(outcome.probe.kind, UNKNOWN_KIND_SET) })
     }
     if (cause === undefined) return
-    const api = KUBE_API_CAUSE.exec(cause)
-    if (api && cause !== 'source-secret-incomplete') this.kubeApiErrors.inc({ kind: bounded(api[1], KUBE_KIND_SET) })
+    const apiErrorKind = kubeApiErrorKind(cause)
+    if (apiErrorKind !== undefined) this.kubeApiErrors.inc({ kind: bounded(apiErrorKind, KUBE_KIND_SET) })
     const inflight = IN_FLIGHT_CAUSE.exec(cause)
     if (inflight) this.inflightDenials.inc({ rule: inflight[1]! })
   }

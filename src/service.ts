@@ -125,7 +125,8 @@ export async function startService(config: Config, opts: StartOptions): Promise<
   }
   const store = opts.store ?? createBackupStore(config.store, { logger })
   const kubeConfig = opts.kubeConfig !== undefined ? opts.kubeConfig : opts.cluster === undefined || opts.inFlight === undefined ? await connectCluster(config, logger) : null
-  const cluster = opts.cluster !== undefined ? opts.cluster : kubeConfig ? new ClusterClient(kubeConfig, { requestTimeoutMs: config.kube.requestTimeoutMs, fieldManager: 'smart-restore', logger }) : null
+  const newClusterClient = (kc: KubeConfig) => new ClusterClient(kc, { requestTimeoutMs: config.kube.requestTimeoutMs, fieldManager: 'smart-restore', logger })
+  const cluster = opts.cluster !== undefined ? opts.cluster : kubeConfig ? newClusterClient(kubeConfig) : null
   let view: CachedInFlightView | undefined
   let reconciler: BackupReconciler | undefined
   let inFlight: InFlightView | null = null
@@ -136,7 +137,7 @@ export async function startService(config: Config, opts: StartOptions): Promise<
     view = CachedInFlightView.create(kubeConfig, rules, { logger, ...opts.watch }, reconcile ? reconcilerWatchSpecs(config) : [])
     inFlight = view
     if (reconcile) {
-      const client = cluster instanceof ClusterClient ? cluster : new ClusterClient(kubeConfig, { requestTimeoutMs: config.kube.requestTimeoutMs, fieldManager: 'smart-restore', logger })
+      const client = cluster instanceof ClusterClient ? cluster : newClusterClient(kubeConfig)
       const events = new EventRecorder({ client, logger })
       const running = new BackupReconciler({
         config,

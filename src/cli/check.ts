@@ -16,20 +16,22 @@
 import type { KubeConfig } from '@kubernetes/client-node'
 import type { Operation as JsonPatchOperation } from 'fast-json-patch'
 import type { Config } from '../config/schema.js'
-import { ANNOTATION, annotationKey } from '../decide/annotations.js'
+import { ANNOTATION, annotationKey, annotationsUnder } from '../decide/annotations.js'
 import { decideAfterProbe, planCreate, repositoryKey as repositoryKeyOf, type CreatePlan } from '../decide/create.js'
 import { decideDelete, planDelete } from '../decide/delete.js'
 import { backupSourceName } from '../engines/names.js'
-import { MANAGED_BY_LABEL, MANAGED_BY_VALUE, REQUIRED_SOURCE_KEYS, VOLSYNC_GROUP, VOLSYNC_VERSION, type ReplicationDestination } from '../engines/volsync.js'
+import { MANAGED_BY_LABEL, MANAGED_BY_VALUE, RD_RESOURCE, REQUIRED_SOURCE_KEYS, RS_RESOURCE, VOLSYNC_GROUP, type ReplicationDestination } from '../engines/volsync.js'
 import { findInFlight, mergeRules, pvcSelfFinding } from '../inflight/match.js'
 import { MemoryIndex } from '../inflight/memory-index.js'
 import { BUILTIN_RULES } from '../inflight/rules.js'
 import type { InFlightFinding, InFlightRule, KubeObject, ResourceRef } from '../inflight/types.js'
 import { toKubeApiError, type KubeApiError } from '../kube/errors.js'
 import { getJson } from '../kube/get-json.js'
+import { apiVersionOf, describeResource, groupVersionPath, statusOf } from '../kube/paths.js'
 import { pvcState } from '../reconcile/controller.js'
 import { reconcilePvc } from '../reconcile/decide.js'
 import type { EventSpec, ReconcileInput, ReconcileStep } from '../reconcile/types.js'
+import { recentResticLock } from '../storage/index.js'
 import type { BackupStore, LockResult, ProbeResult } from '../storage/types.js'
 
 // ---------------------------------------------------------------------------------------------------
@@ -222,17 +224,8 @@ export interface CheckOptions {
 // Reading
 
 const PVC_KIND = { group: '', version: 'v1', kind: 'PersistentVolumeClaim' }
-const RS_RESOURCE: ResourceRef = { group: VOLSYNC_GROUP, version: VOLSYNC_VERSION, kind: 'ReplicationSource', plural: 'replicationsources' }
-const RD_RESOURCE: ResourceRef = { group: VOLSYNC_GROUP, version: VOLSYNC_VERSION, kind: 'ReplicationDestination', plural: 'replicationdestinations' }
 
-const gvPath = (r: ResourceRef) => (r.group ? `/apis/${r.group}/${r.version}` : `/api/${r.version}`)
-const gvKey = (r: ResourceRef) => (r.group ? `${r.group}/${r.version}` : r.version)
-const describeResource = (r: ResourceRef) => (r.group ? `${r.plural}.${r.group}/${r.version}` : `${r.plural}/${r.version}`)
-const objectPath = (r: ResourceRef, ns: string, name: string) => `${gvPath(r)}/namespaces/${encodeURIComponent(ns)}/${r.plural}/${encodeURIComponent(name)}`
-const statusOf = (err: unknown): number | undefined => {
-  const code = (err as { code?: unknown } | null)?.code
-  return typeof code === 'number' ? code : undefined
-}
+const objectPath = (r: ResourceRef, ns: string, name: string) => `${groupVersionPath(r)}/namespaces/${encodeURIComponent(ns)}/${r.plural}/${encodeURIComponent(name)}`
 const isRecord = (v: unknown): v is Record<string, any> => typeof v === 'object' && v !== null && !Array.isArray(v)
 const str = (v: unknown): string | undefined => (typeof v === 'string' && v !== '' ? v : undefined)
 /** An endpoint written as http://user:password@host must not print its password. */
@@ -258,19 +251,19 @@ class Reader {
   /** Served resources of a group/version by plural, or null when the group/version is not served. */
   async discover(r: ResourceRef): Promise<Map<string, boolean> | null> {
     try {
-      const list = await getJson<{ resources?: Array<{ name?: string; namespaced?: boolean }> }>(this.kubeConfig, gvPath(r), {}, { timeoutMs: this.getMs })
+      const list = await getJson<{ resources?: Array<{ name?: string; namespaced?: boolean }> }>(this.kubeConfig, groupVersionPath(r), {}, { timeoutMs: this.getMs })
       const out = new Map<string, boolean>()
       for (const res of list.resources ?? []) if (res.name && !res.name.includes('/')) out.set(res.name, res.namespaced ?? true)
       return out
     } catch (err) {
       if (statusOf(err) === 404) return null
-      throw toKubeApiError(err, 'discover', gvPath(r), { timeoutMs: this.getMs })
+      throw toKubeApiError(err, 'discover', groupVersionPath(r), { timeoutMs: this.getMs })
     }
   }
 
   /** Every object of a collection (following `continue`), cluster-wide or in one namespace. */
   async list(r: ResourceRef, labelSelector: string | undefined, namespace?: string): Promise<KubeObject[]> {
-    const path = namespace === undefined ? `${gvPath(r)}/${r.plural}` : `${gvPath(r)}/namespaces/${encodeURIComponent(namespace)}/${r.plural}`
+    const path = namespace === undefined ? `${groupVersionPath(r)}/${r.plural}` : `${groupVersionPath(r)}/namespaces/${encodeURIComponent(namespace)}/${r.plural}`
     const items: KubeObject[] = []
     let next: string | undefined
     for (let page = 0; page < 1000; page++) {
@@ -326,7 +319,7 @@ export async function checkPvc(opts: CheckOptions): Promise<CheckReport> {
   const spec = isRecord(pvcObj.spec) ? pvcObj.spec : {}
   const labelTier = state.labels[config.tierLabel]
   const tier = labelTier ?? nsDefaultTier
-  const ownAnnotations = Object.fromEntries(Object.entries(state.annotations).filter(([k]) => k.startsWith(config.annotationPrefix)))
+  const ownAnnotations = annotationsUnder(state.annotations, [config.annotationPrefix])
   const pvcSection: CheckReport['pvc'] = {
     namespace,
     name,
@@ -373,8 +366,8 @@ export async function checkPvc(opts: CheckOptions): Promise<CheckReport> {
 
   // --- discovery: VolSync and every rule's group/version ------------------------------------------
   const rules = mergeRules(BUILTIN_RULES, config.deletionGuard.rules, { disabled: config.deletionGuard.disabledRules })
-  const byGv = new Map<string, ResourceRef>([[gvKey(RS_RESOURCE), RS_RESOURCE]])
-  for (const r of rules) byGv.set(gvKey(r.resource), r.resource)
+  const byGv = new Map<string, ResourceRef>([[apiVersionOf(RS_RESOURCE), RS_RESOURCE]])
+  for (const r of rules) byGv.set(apiVersionOf(r.resource), r.resource)
   const discovered = new Map<string, Map<string, boolean> | null | Error>()
   await Promise.all(
     [...byGv].map(async ([gv, r]) => {
@@ -386,7 +379,7 @@ export async function checkPvc(opts: CheckOptions): Promise<CheckReport> {
     }),
   )
   const served = (r: ResourceRef): boolean | Error => {
-    const d = discovered.get(gvKey(r))
+    const d = discovered.get(apiVersionOf(r))
     if (d instanceof Error) return d
     return Boolean(d?.has(r.plural))
   }
@@ -525,10 +518,7 @@ export async function checkPvc(opts: CheckOptions): Promise<CheckReport> {
     const self = pvcSelfFinding(deletePlan.pvc)
     const findings = [...(self ? [self] : []), ...findInFlight(deletePlan.pvc, rules, index)]
     const failed = rulesSection.failed
-    const lock =
-      config.deletionGuard.resticLocks.enabled && deletePlan.repositoryKey && store.findRecentLock
-        ? await store.findRecentLock(deletePlan.repositoryKey, config.deletionGuard.resticLocks.maxAgeMs)
-        : undefined
+    const lock = await recentResticLock(store, deletePlan.repositoryKey, config)
     const verdict = decideDelete(
       deletePlan,
       {
@@ -627,8 +617,7 @@ async function createSection(pvcObj: KubeObject, ctx: CreateContext): Promise<Cr
   }
 
   const { result: probe } = await ctx.probe(plan.repositoryKey)
-  const repo = { location: store.location(plan.repositoryKey), resticRepository: store.resticRepository(plan.repositoryKey) }
-  const decision = decideAfterProbe(plan, probe, repo, config)
+  const decision = decideAfterProbe(plan, probe, { resticRepository: store.resticRepository(plan.repositoryKey) }, config)
   const base = {
     repositoryKey: plan.repositoryKey,
     location: probe.location,

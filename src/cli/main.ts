@@ -11,6 +11,7 @@ import { realpathSync } from 'node:fs'
 import { fileURLToPath } from 'node:url'
 import { parseArgs } from 'node:util'
 import type { Config } from '../config/schema.js'
+import { DNS1123_LABEL, DNS1123_SUBDOMAIN } from '../engines/name-syntax.js'
 
 /** Exit codes (README, "CLI"). */
 export const EXIT = {
@@ -49,8 +50,6 @@ export interface RunIo {
   env?: NodeJS.ProcessEnv
 }
 
-const DNS1123_LABEL = /^[a-z0-9]([-a-z0-9]*[a-z0-9])?$/
-const DNS1123_SUBDOMAIN = /^[a-z0-9]([-a-z0-9]*[a-z0-9])?(\.[a-z0-9]([-a-z0-9]*[a-z0-9])?)*$/
 
 function usageError(io: RunIo, message: string): number {
   io.stderr(`smart-restore: ${message}\n\n${USAGE}`)

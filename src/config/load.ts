@@ -5,9 +5,11 @@
  */
 import { readFileSync } from 'node:fs'
 import { parse as parseYaml } from 'yaml'
+import { DNS1123_LABEL, LABEL_KEY } from '../engines/name-syntax.js'
 import { BUILTIN_RULES } from '../inflight/rules.js'
 import { mergeRules, parseRules } from '../inflight/match.js'
 import type { InFlightRule } from '../inflight/types.js'
+import { FIELD_RANGES, H_FIELD } from '../reconcile/schedule.js'
 import { defaultConfig, type BackupSourceConfig, type Config, type TierConfig } from './schema.js'
 
 export class ConfigError extends Error {
@@ -127,8 +129,6 @@ export function loadConfig(opts: LoadOptions = {}): Config {
 
 // ---- validation ---------------------------------------------------------------------------------
 
-const DNS1123_LABEL = /^[a-z0-9]([-a-z0-9]*[a-z0-9])?$/
-const LABEL_NAME = /^([a-z0-9]([-a-z0-9]*[a-z0-9])?(\.[a-z0-9]([-a-z0-9]*[a-z0-9])?)*\/)?[A-Za-z0-9]([-A-Za-z0-9_.]*[A-Za-z0-9])?$/
 const CRON = /^(@(annually|yearly|monthly|weekly|daily|hourly))|((((\d+,)*\d+|(\d+(\/|-)\d+)|\*(\/\d+)?)\s?){5})$/
 const RETAIN_INT = ['hourly', 'daily', 'weekly', 'monthly', 'yearly']
 const RETAIN_STR = ['last', 'within']
@@ -178,11 +178,11 @@ export function validSchedule(schedule: string): boolean {
   const fields = schedule.trim().split(/\s+/)
   if (fields.length === 5) {
     for (const [i, f] of fields.entries()) {
-      const m = /^H(?:\((\d+)-(\d+)\))?$/.exec(f)
+      const m = H_FIELD.exec(f)
       if (!m) continue
-      if (i > 1) return false
-      const max = i === 0 ? 59 : 23
-      if (m[1] !== undefined && (Number(m[1]) > Number(m[2]) || Number(m[2]) > max)) return false
+      const range = FIELD_RANGES[i]
+      if (!range) return false
+      if (m[1] !== undefined && (Number(m[1]) > Number(m[2]) || Number(m[2]) > range[1])) return false
     }
   }
   return CRON.test(schedule.replace(/H(\(\d+-\d+\))?/g, '0'))
@@ -247,7 +247,7 @@ export function validateConfig(input: unknown): Config {
   }
 
   const tierLabel = str(c.tierLabel, 'tierLabel')!
-  if (!LABEL_NAME.test(tierLabel)) throw new ConfigError('tierLabel', `${JSON.stringify(tierLabel)} is not a valid label key`)
+  if (!LABEL_KEY.test(tierLabel)) throw new ConfigError('tierLabel', `${JSON.stringify(tierLabel)} is not a valid label key`)
   const annotationPrefix = str(c.annotationPrefix, 'annotationPrefix')!
   if (!/^[a-z0-9]([-a-z0-9.]*[a-z0-9])?\/$/.test(annotationPrefix)) {
     throw new ConfigError('annotationPrefix', 'must be a DNS subdomain followed by /, e.g. smart-restore.io/')
@@ -259,7 +259,7 @@ export function validateConfig(input: unknown): Config {
   if (Object.keys(tiers).length === 0) throw new ConfigError('tiers', 'at least one tier is required')
 
   const namespaceDefaultTierLabel = str(c.namespaceDefaultTierLabel, 'namespaceDefaultTierLabel')!
-  if (!LABEL_NAME.test(namespaceDefaultTierLabel)) throw new ConfigError('namespaceDefaultTierLabel', `${JSON.stringify(namespaceDefaultTierLabel)} is not a valid label key`)
+  if (!LABEL_KEY.test(namespaceDefaultTierLabel)) throw new ConfigError('namespaceDefaultTierLabel', `${JSON.stringify(namespaceDefaultTierLabel)} is not a valid label key`)
   const backup = validateBackupSettings(c.backup, 'backup', false) as BackupSourceConfig
   const reconciler = obj(c.reconciler, 'reconciler')
   rejectUnknown(reconciler, 'reconciler', ['enabled', 'resyncMs', 'workers'])

@@ -19,6 +19,8 @@ export const ANNOTATION = {
    */
   backupOverExisting: 'backup-over-existing',
   // Written by smart-restore:
+  /** On its Secrets, ReplicationSources and ReplicationDestinations (and as a label when it fits): the PVC they are for. */
+  pvc: 'pvc',
   decision: 'decision',
   restoreSource: 'restore-source',
   replicationDestination: 'replication-destination',
@@ -31,4 +33,9 @@ export type AnnotationName = (typeof ANNOTATION)[keyof typeof ANNOTATION]
 
 export function annotationKey(config: Config, name: AnnotationName): string {
   return `${config.annotationPrefix}${name}`
+}
+
+/** The annotations of `annotations` under one of `prefixes` (smart-restore's own, usually). */
+export function annotationsUnder(annotations: Record<string, string> | undefined, prefixes: readonly string[]): Record<string, string> {
+  return Object.fromEntries(Object.entries(annotations ?? {}).filter(([k]) => prefixes.some((p) => k.startsWith(p))))
 }

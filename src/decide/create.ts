@@ -2,7 +2,8 @@
  * The CREATE decision, as pure functions: no HTTP, no S3, no Kubernetes API.
  *
  *   planCreate(request, config)            → allow (skip) | deny | probe <repository>
- *   decideAfterProbe(target, probe, ...)   → restore | fresh | deny
+ *   probeVerdict(target, probe, config)    → restore | fresh | deny (what the answer means)
+ *   decideAfterProbe(target, probe, ...)   → the verdict with its objects and patch
  *
  * The caller does the probe in between and carries out the decision (creating objects, answering).
  */
@@ -11,6 +12,7 @@ import type { Config } from '../config/schema.js'
 import type { DenyReason } from '../admission/respond.js'
 import type { GroupVersionKind, Operation } from '../admission/types.js'
 import { asPersistentVolumeClaim, type PersistentVolumeClaim } from '../engines/pvc.js'
+import { DNS1123_LABEL, DNS1123_SUBDOMAIN } from '../engines/name-syntax.js'
 import { repositorySecretName, restoreDestinationName } from '../engines/names.js'
 import { buildReplicationDestination, VOLSYNC_GROUP, type ReplicationDestination, type RestoreOptions } from '../engines/volsync.js'
 import { expandTemplate, type ProbeResult } from '../storage/types.js'
@@ -70,8 +72,6 @@ export interface CreateRequest {
   namespaceLabels?: Record<string, string>
 }
 
-const DNS1123_SUBDOMAIN = /^[a-z0-9]([-a-z0-9]*[a-z0-9])?(\.[a-z0-9]([-a-z0-9]*[a-z0-9])?)*$/
-const DNS1123_LABEL = /^[a-z0-9]([-a-z0-9]*[a-z0-9])?$/
 // RFC 3339 as restic and VolSync accept it: date, time, optional fraction, Z or offset.
 const RFC3339 = /^\d{4}-\d{2}-\d{2}T\d{2}:\d{2}:\d{2}(\.\d+)?(Z|[+-]\d{2}:\d{2})$/
 
@@ -238,13 +238,14 @@ export interface FreshDecision {
 export type CreateDecision = RestoreDecision | FreshDecision | Denial
 
 export interface RepositoryAddress {
-  location: string
+  /** The repository as restic (and VolSync's Secret) names it, e.g. `s3:https://host/bucket/ns/pvc`. */
   resticRepository: string
 }
 
 /** JSON Patch turning `pvc` into `pvc` + annotations (+ dataSourceRef), computed as a diff so it is exact. */
 function patchFor(pvc: PersistentVolumeClaim, annotations: Record<string, string>, dataSourceRef?: PersistentVolumeClaim['spec']['dataSourceRef'], labels: Record<string, string> = {}): JsonPatchOperation[] {
-  const mutated = structuredClone(pvc)
+  // Copies of only the levels that change: the diff skips subtrees the two share (same object).
+  const mutated: PersistentVolumeClaim = { ...pvc, metadata: { ...pvc.metadata }, spec: { ...pvc.spec } }
   if (Object.keys(annotations).length) mutated.metadata.annotations = { ...(mutated.metadata.annotations ?? {}), ...annotations }
   if (Object.keys(labels).length) mutated.metadata.labels = { ...(mutated.metadata.labels ?? {}), ...labels }
   if (dataSourceRef) mutated.spec.dataSourceRef = dataSourceRef
@@ -265,8 +266,25 @@ function unknownDenial(target: ProbeTarget, probe: Extract<ProbeResult, { state:
   }
 }
 
-/** Second half of the decision: what the probe answer means for this PVC. */
+/** What a probe answer means for this PVC, before anything is built: restore, start empty (checked or not), or deny. */
+export type ProbeVerdict = { action: 'restore' } | { action: 'fresh'; verified: boolean } | Denial
+
+export function probeVerdict(target: ProbeTarget, probe: ProbeResult, config: Config): ProbeVerdict {
+  if (probe.state === 'exists') return { action: 'restore' }
+  if (probe.state === 'none') {
+    if (!target.restoreFrom) return { action: 'fresh', verified: true }
+    // An explicit request to restore from somewhere that has nothing is a mistake, not a fresh start.
+    const from = `${target.restoreFrom.namespace}/${target.restoreFrom.pvc}`
+    return invalid('restore-from-empty', `annotation ${annotationKey(config, ANNOTATION.restoreFrom)} names ${from}, but ${probe.location} holds no snapshot (${probe.detail})`)
+  }
+  if (config.onUnknown === 'fresh' && !target.restoreFrom) return { action: 'fresh', verified: false }
+  return unknownDenial(target, probe, config)
+}
+
+/** Second half of the decision: the probe's verdict, with the objects and the patch it takes. */
 export function decideAfterProbe(target: ProbeTarget, probe: ProbeResult, repo: RepositoryAddress, config: Config): CreateDecision {
+  const verdict = probeVerdict(target, probe, config)
+  if (verdict.action === 'deny') return verdict
   const decisionKey = annotationKey(config, ANNOTATION.decision)
   const checkedKey = annotationKey(config, ANNOTATION.checked)
   const from = target.restoreFrom ? `${target.restoreFrom.namespace}/${target.restoreFrom.pvc}` : undefined
@@ -304,10 +322,6 @@ export function decideAfterProbe(target: ProbeTarget, probe: ProbeResult, repo: 
   }
 
   if (probe.state === 'none') {
-    if (target.restoreFrom) {
-      // An explicit request to restore from somewhere that has nothing is a mistake, not a fresh start.
-      return invalid('restore-from-empty', `annotation ${annotationKey(config, ANNOTATION.restoreFrom)} names ${from}, but ${probe.location} holds no snapshot (${probe.detail})`)
-    }
     return {
       action: 'fresh',
       verified: true,
@@ -317,14 +331,12 @@ export function decideAfterProbe(target: ProbeTarget, probe: ProbeResult, repo: 
     }
   }
 
-  if (config.onUnknown === 'fresh' && !target.restoreFrom) {
-    return {
-      action: 'fresh',
-      verified: false,
-      patch: patchFor(target.pvc, { [decisionKey]: 'fresh-unverified', [checkedKey]: probe.location }, undefined, target.labelsToAdd),
-      warnings: [`smart-restore: backup store not checked (${probe.kind}); starting empty as onUnknown=fresh says`],
-      auditAnnotations: { decision: 'fresh-unverified', checked: probe.location, 'unknown-reason': probe.reason },
-    }
+  // Unknown, and onUnknown=fresh lets it start empty (the verdict denied every other unknown).
+  return {
+    action: 'fresh',
+    verified: false,
+    patch: patchFor(target.pvc, { [decisionKey]: 'fresh-unverified', [checkedKey]: probe.location }, undefined, target.labelsToAdd),
+    warnings: [`smart-restore: backup store not checked (${probe.kind}); starting empty as onUnknown=fresh says`],
+    auditAnnotations: { decision: 'fresh-unverified', checked: probe.location, 'unknown-reason': probe.reason },
   }
-  return unknownDenial(target, probe, config)
 }

@@ -3,12 +3,20 @@
  * Field names follow the CRDs in ../shared/fixtures/volsync/crds/.
  */
 import type { BackupSourceConfig, Config } from '../config/schema.js'
+import { ANNOTATION, annotationKey } from '../decide/annotations.js'
+import type { ResourceRef } from '../inflight/types.js'
 import type { PvcState } from '../reconcile/types.js'
 import { spreadSchedule } from '../reconcile/schedule.js'
 import type { PersistentVolumeClaim } from './pvc.js'
 
 export const VOLSYNC_GROUP = 'volsync.backube'
 export const VOLSYNC_VERSION = 'v1alpha1'
+/**
+ * VolSync's two resources, as the deletion guard's rules, the reconciler and the CLI watch them.
+ * One definition: the watched cache shares one informer per resource, so they must not drift.
+ */
+export const RS_RESOURCE: ResourceRef = { group: VOLSYNC_GROUP, version: VOLSYNC_VERSION, kind: 'ReplicationSource', plural: 'replicationsources' }
+export const RD_RESOURCE: ResourceRef = { group: VOLSYNC_GROUP, version: VOLSYNC_VERSION, kind: 'ReplicationDestination', plural: 'replicationdestinations' }
 export const MANAGED_BY_LABEL = 'app.kubernetes.io/managed-by'
 export const MANAGED_BY_VALUE = 'smart-restore'
 /**
@@ -46,7 +54,7 @@ export interface RepositorySecret {
 export function managedLabels(config: Config, pvcName: string): Record<string, string> {
   const labels: Record<string, string> = { [MANAGED_BY_LABEL]: MANAGED_BY_VALUE }
   // Label values stop at 63 characters; PVC names may be longer, and then the annotation says it.
-  if (pvcName.length <= 63) labels[`${config.annotationPrefix}pvc`] = pvcName
+  if (pvcName.length <= 63) labels[annotationKey(config, ANNOTATION.pvc)] = pvcName
   return labels
 }
 
@@ -91,8 +99,8 @@ export function buildReplicationDestination(args: {
       namespace: args.namespace,
       labels: managedLabels(config, args.pvcName),
       annotations: {
-        [`${config.annotationPrefix}pvc`]: args.pvcName,
-        [`${config.annotationPrefix}restore-source`]: args.location,
+        [annotationKey(config, ANNOTATION.pvc)]: args.pvcName,
+        [annotationKey(config, ANNOTATION.restoreSource)]: args.location,
       },
     },
     spec: { trigger: { manual: RESTORE_TRIGGER }, restic },
@@ -121,7 +129,7 @@ export function buildRepositorySecret(args: {
       name: args.name,
       namespace: args.namespace,
       labels: managedLabels(args.config, args.pvcName),
-      annotations: { [`${args.config.annotationPrefix}pvc`]: args.pvcName },
+      annotations: { [annotationKey(args.config, ANNOTATION.pvc)]: args.pvcName },
     },
     type: 'Opaque',
     stringData: { ...args.sourceData, RESTIC_REPOSITORY: args.resticRepository },
@@ -237,7 +245,7 @@ export function buildReplicationSource(args: {
       name: args.name,
       namespace: pvc.namespace,
       labels: { ...managedLabels(config, pvc.name), [sourceTierLabel(config)]: tier },
-      annotations: { [`${config.annotationPrefix}pvc`]: pvc.name },
+      annotations: { [annotationKey(config, ANNOTATION.pvc)]: pvc.name },
     },
     spec: {
       sourcePVC: pvc.name,

@@ -15,6 +15,7 @@ import type {
   PvcLink,
   ResourceRef,
 } from './types.js'
+import { DNS1123_LABEL, DNS1123_SUBDOMAIN, LABEL_KEY } from '../engines/name-syntax.js'
 
 /** The ruleId of the finding about the PVC itself (pvcSelfFinding). */
 export const PVC_SELF_RULE_ID = 'pvc-populator'
@@ -549,14 +550,12 @@ class RuleError extends Error {
   }
 }
 
-const RULE_ID = /^[a-z0-9]([-a-z0-9]*[a-z0-9])?$/
-const DNS_SUBDOMAIN = /^[a-z0-9]([-a-z0-9]*[a-z0-9])?(\.[a-z0-9]([-a-z0-9]*[a-z0-9])?)*$/
+const RULE_ID = DNS1123_LABEL
 const VERSION = /^v[1-9][0-9]*((alpha|beta)[1-9][0-9]*)?$/
 const KIND = /^[A-Z][A-Za-z0-9]*$/
 const PLURAL = /^[a-z][a-z0-9]*$/
 // Equality-based selectors only (`a=b`, `a!=b`, `a`, `!a`): set-based ones would need a real parser.
 const SELECTOR_TERM = /^\s*!?[A-Za-z0-9]([-A-Za-z0-9_./]*[A-Za-z0-9])?\s*((==|=|!=)\s*([A-Za-z0-9]([-A-Za-z0-9_.]*[A-Za-z0-9])?)?\s*)?$/
-const LABEL_KEY = /^([a-z0-9]([-a-z0-9]*[a-z0-9])?(\.[a-z0-9]([-a-z0-9]*[a-z0-9])?)*\/)?[A-Za-z0-9]([-A-Za-z0-9_.]*[A-Za-z0-9])?$/
 
 const LINK_KINDS = ['field', 'label', 'dataSourceRef', 'namespace', 'owner', 'application', 'anyOf'] as const
 const WHEN_KINDS = ['fieldIn', 'fieldSet', 'fieldNotTrue', 'condition', 'anyOf', 'allOf', 'not'] as const
@@ -687,7 +686,7 @@ function parseResource(input: unknown, path: string): ResourceRef {
   const o = record(input, path, 'an object with group, version, kind, plural')
   onlyKeys(o, path, ['group', 'version', 'kind', 'plural'])
   if (typeof o.group !== 'string') throw new RuleError(`${path}.group`, 'must be a string ("" for the core group)')
-  if (o.group !== '' && !DNS_SUBDOMAIN.test(o.group)) throw new RuleError(`${path}.group`, `"${o.group}" is not an API group like "velero.io"`)
+  if (o.group !== '' && !DNS1123_SUBDOMAIN.test(o.group)) throw new RuleError(`${path}.group`, `"${o.group}" is not an API group like "velero.io"`)
   return {
     group: o.group,
     version: str(o.version, `${path}.version`, VERSION, 'a version like "v1" or "v1alpha1"'),

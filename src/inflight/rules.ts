@@ -3,6 +3,7 @@
  * "seen in" means read in the upstream source or CRD, "assumed" means not checked against the source.
  * A rule whose resource is not installed costs nothing: the cache marks it inactive and it is skipped.
  */
+import { RD_RESOURCE, RS_RESOURCE } from '../engines/volsync.js'
 import type { InFlightRule, InFlightWhen } from './types.js'
 
 // VolSync sets Synchronizing=True/SyncInProgress while a mover runs and lastSyncStartTime for the whole
@@ -67,7 +68,7 @@ export const BUILTIN_RULES: InFlightRule[] = [
     // spec.sourcePVC: fixtures/volsync/crds/volsync.backube_replicationsources.yaml.
     id: 'volsync-replicationsource',
     system: 'VolSync',
-    resource: { group: 'volsync.backube', version: 'v1alpha1', kind: 'ReplicationSource', plural: 'replicationsources' },
+    resource: RS_RESOURCE,
     link: { by: 'field', path: 'spec.sourcePVC' },
     inFlight: volsyncSyncing,
     since: volsyncSince,
@@ -78,7 +79,7 @@ export const BUILTIN_RULES: InFlightRule[] = [
     // kopia only in the perfectra1n fork, fixtures/volsync/crds/pr-1723-kopia).
     id: 'volsync-replicationdestination',
     system: 'VolSync',
-    resource: { group: 'volsync.backube', version: 'v1alpha1', kind: 'ReplicationDestination', plural: 'replicationdestinations' },
+    resource: RD_RESOURCE,
     link: {
       by: 'anyOf',
       of: [

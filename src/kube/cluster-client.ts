@@ -12,8 +12,8 @@
  *
  * The reconciler's: server-side apply (one field manager, so replicas converge instead of fighting),
  * deletes with a uid precondition, ownerReferences to the PVC, PVC label/annotation merge patches,
- * and the generic create/read/patch the Event recorder uses. These go through `send` (client-node's
- * RequestContext, authentication, middlewares and HTTP library, as get-json.ts does) rather than the
+ * and the generic create/read/patch the Event recorder uses. These go through `send` (get-json.ts:
+ * client-node's RequestContext, authentication, middlewares and HTTP library) rather than the
  * generated typed APIs: one code path for the core group and custom resources, request bodies
  * exactly as written (a typed model would re-serialise them), and plain JSON back, the same shape
  * the watched caches hold.
@@ -23,17 +23,16 @@ import {
   CoreV1Api,
   CustomObjectsApi,
   HttpMethod,
-  IsomorphicFetchHttpLibrary,
   PatchStrategy,
-  RequestContext,
   type ConfigurationOptions,
   type KubeConfig,
-  type ObservableMiddleware,
 } from '@kubernetes/client-node'
 import { MANAGED_BY_LABEL, MANAGED_BY_VALUE, VOLSYNC_GROUP, VOLSYNC_VERSION } from '../engines/volsync.js'
 import type { KubeObject } from '../inflight/types.js'
 import { withDeadline } from './deadline.js'
-import { KubeApiError, toKubeApiError } from './errors.js'
+import { send, type RawRequest } from './get-json.js'
+import { groupVersionPath } from './paths.js'
+import { KubeApiError, redact, toKubeApiError } from './errors.js'
 
 const RD_PLURAL = 'replicationdestinations'
 
@@ -222,7 +221,7 @@ function objectPath(apiVersion: string, kind: string, namespace: string, name?: 
   if (!info) {
     throw new KubeApiError({ kind: 'invalid', object: `${kind} ${namespace}/${name ?? ''}`, retryable: false, message: `smart-restore does not know where the API serves ${apiVersion} ${kind}` })
   }
-  const base = info.group ? `/apis/${info.group}/${info.version}` : `/api/${info.version}`
+  const base = groupVersionPath(info)
   const enc = encodeURIComponent
   return `${base}/namespaces/${enc(namespace)}/${info.plural}${name === undefined ? '' : `/${enc(name)}`}`
 }
@@ -253,45 +252,6 @@ function applyConfiguration(object: ApplyObject): Record<string, unknown> {
 function secretRedactions(body: object): string[] {
   const bytes = secretBytes(body as { data?: Record<string, string>; stringData?: Record<string, string> })
   return [...bytes.values()].flatMap((b) => [b.toString('utf8'), b.toString('base64')])
-}
-
-// ---------------------------------------------------------------------------------------------
-// One API request through client-node's plumbing, answered as plain JSON
-
-const http = new IsomorphicFetchHttpLibrary()
-
-interface RawRequest {
-  method: HttpMethod
-  path: string
-  query?: Record<string, string | undefined>
-  /** Sent as JSON (also for apply-patch+yaml: JSON is YAML). */
-  body?: unknown
-  contentType?: string
-}
-
-/**
- * Send `req` with the KubeConfig's authentication and the call options' middlewares (withDeadline's
- * abort signal). Resolves with the status and parsed body of a 2xx answer; any other status rejects
- * with client-node's ApiException (code + raw body), which toKubeApiError describes.
- */
-async function send(kubeConfig: KubeConfig, req: RawRequest, options: ConfigurationOptions): Promise<{ status: number; body: unknown }> {
-  const cluster = kubeConfig.getCurrentCluster()
-  if (!cluster) throw new Error('no current cluster in the kubeconfig')
-  let ctx = new RequestContext(cluster.server.replace(/\/+$/, '') + req.path, req.method)
-  for (const [k, v] of Object.entries(req.query ?? {})) if (v !== undefined) ctx.setQueryParam(k, v)
-  ctx.setHeaderParam('Accept', 'application/json')
-  if (req.body !== undefined) {
-    ctx.setHeaderParam('Content-Type', req.contentType ?? 'application/json')
-    ctx.setBody(JSON.stringify(req.body))
-  }
-  await kubeConfig.applySecurityAuthentication(ctx)
-  for (const m of (options.middleware ?? []) as ObservableMiddleware[]) ctx = await m.pre(ctx).toPromise()
-  const res = await http.send(ctx).toPromise()
-  const text = await res.body.text()
-  if (res.httpStatusCode < 200 || res.httpStatusCode > 299) {
-    throw new ApiException<string>(res.httpStatusCode, `HTTP ${res.httpStatusCode} from ${req.method} ${req.path}`, text, res.headers)
-  }
-  return { status: res.httpStatusCode, body: text ? JSON.parse(text) : undefined }
 }
 
 const describe = (kind: string, namespace: string, name: string) => `${kind} ${namespace}/${name}`
@@ -416,13 +376,6 @@ export function applyConflicts(body: unknown): ApplyConflict[] {
   return out
 }
 
-/** `text` with each of `values` (4 characters or more, longest first) replaced by [redacted]. */
-function scrub(text: string, values: readonly string[]): string {
-  let out = text
-  for (const v of [...values].filter((v) => v.length >= 4).sort((a, b) => b.length - a.length)) out = out.split(v).join('[redacted]')
-  return out
-}
-
 // ---------------------------------------------------------------------------------------------
 
 export class ClusterClient {
@@ -481,7 +434,7 @@ export class ClusterClient {
     const { namespace, name } = desired.metadata
     const object = describe('Secret', namespace, name)
     const secret: ApplyObject = { ...desired, apiVersion: 'v1', kind: 'Secret', metadata: { ...desired.metadata } }
-    const redact = secretRedactions(secret)
+    const secretValues = secretRedactions(secret)
     const apply = (force: boolean) => this.apply(secret, { signal: opts.signal, force, knownResourceVersion: null })
     let res: ApplyResult
     try {
@@ -497,7 +450,7 @@ export class ClusterClient {
           reason: 'Conflict',
           object,
           retryable: false,
-          message: scrub(`${object} exists with values smart-restore did not write (conflicting fields: ${fields.join(', ')}; managers: ${managers.join(', ')}); delete or rename it, then retry`, redact),
+          message: redact(`${object} exists with values smart-restore did not write (conflicting fields: ${fields.join(', ')}; managers: ${managers.join(', ')}); delete or rename it, then retry`, secretValues),
         })
       }
       this.opts.logger?.info({ object, fields }, 'taking over values an earlier smart-restore wrote without server-side apply')

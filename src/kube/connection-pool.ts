@@ -72,7 +72,10 @@ export class ConnectionPool {
     return pooled
   }
 
-  /** Close every pooled connection (service shutdown). */
+  /**
+   * Close every pooled connection. Not needed at shutdown (idle pooled sockets do not keep the
+   * process alive); for tests that count open sockets.
+   */
   destroy(): void {
     for (const agent of this.agents.values()) agent.destroy()
     this.agents.clear()

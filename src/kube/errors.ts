@@ -30,10 +30,6 @@ export class KubeApiError extends Error {
   }
 }
 
-export function isKubeApiError(err: unknown): err is KubeApiError {
-  return err instanceof KubeApiError
-}
-
 /** client-node's ApiException, recognised by shape (no instanceof across module copies). */
 interface ApiExceptionLike {
   code: number
@@ -72,7 +68,8 @@ function kindOfStatus(code: number, reason: string | undefined): KubeErrorKind {
   return 'server'
 }
 
-function redact(text: string, secrets: readonly string[]): string {
+/** `text` with each of `secrets` (4 characters or more, longest first) replaced by [redacted]. */
+export function redact(text: string, secrets: readonly string[]): string {
   let out = text
   // Longest first, so a value containing another is removed whole.
   for (const s of [...secrets].filter((s) => s.length >= 4).sort((a, b) => b.length - a.length)) out = out.split(s).join('[redacted]')

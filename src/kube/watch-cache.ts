@@ -38,6 +38,7 @@ import type { KubeObject, ObjectIndex, ResourceRef } from '../inflight/types.js'
 import type { KubeLogger } from './cluster-client.js'
 import { toKubeApiError } from './errors.js'
 import { getJson } from './get-json.js'
+import { apiVersionOf, collectionPath, describeResource, groupVersionPath, statusOf } from './paths.js'
 
 // ---------------------------------------------------------------------------------------------
 // Public types
@@ -143,8 +144,6 @@ export interface WatchCacheStats {
 // ---------------------------------------------------------------------------------------------
 // Object trimming
 
-const GV = (r: ResourceRef) => (r.group ? `${r.group}/${r.version}` : r.version)
-
 /**
  * The default copy kept of an object: identity, labels, owners, timestamps, spec and status, and
  * the annotations under `annotationPrefixes` (only when there are any).
@@ -210,7 +209,7 @@ class SpecState {
     private readonly log: KubeLogger | undefined,
   ) {
     this.id = spec.id
-    this.gv = GV(spec.resource)
+    this.gv = apiVersionOf(spec.resource)
     this.namespaced = spec.namespaced ?? true
     this.feedKey = `${collectionPath(spec.resource)}?${spec.labelSelector ?? ''}`
   }
@@ -220,8 +219,7 @@ class SpecState {
   }
 
   describe(): string {
-    const r = this.spec.resource
-    return r.group ? `${r.plural}.${r.group}/${r.version}` : `${r.plural}/${r.version}`
+    return describeResource(this.spec.resource)
   }
 
   /** The stored copy of `raw`; `shared` is the default trimmed copy, computed once per event for all specs of a feed. */
@@ -312,10 +310,6 @@ class SpecState {
   get(namespace: string, name: string): KubeObject | undefined {
     return this.objects.get(nsName(this.namespaced ? namespace : undefined, name))?.obj
   }
-}
-
-function collectionPath(r: ResourceRef): string {
-  return r.group ? `/apis/${r.group}/${r.version}/${r.plural}` : `/api/${r.version}/${r.plural}`
 }
 
 /** A chunked LIST's continue token expired between pages (410 Gone). */
@@ -445,7 +439,7 @@ class Feed {
     // ListWatch applies the items, sets its resourceVersion and then asks for the watch: that is
     // where the list counts as applied (see openWatch).
     this.justListed = true
-    return { apiVersion: GV(this.resource), kind: `${this.resource.kind}List`, metadata: { resourceVersion: result.resourceVersion }, items: result.items }
+    return { apiVersion: apiVersionOf(this.resource), kind: `${this.resource.kind}List`, metadata: { resourceVersion: result.resourceVersion }, items: result.items }
   }
 
   /** LIST the collection in pages of `pageSize` (0: at once), each projected before the next is read. */
@@ -473,7 +467,7 @@ class Feed {
 
   private stub(raw: KubeObject): Stub {
     // Built-in list items carry no kind/apiVersion; the cache's copies always do.
-    raw.apiVersion ??= GV(this.resource)
+    raw.apiVersion ??= apiVersionOf(this.resource)
     raw.kind ??= this.resource.kind
     const meta = raw.metadata ?? ({} as KubeObject['metadata'])
     const stub: Stub = { metadata: { name: meta.name, namespace: meta.namespace, resourceVersion: meta.resourceVersion as string | undefined } }
@@ -656,13 +650,6 @@ class GuardedWatch extends Watch {
   }
 }
 
-function statusOf(err: unknown): number | undefined {
-  const e = err as { code?: unknown; statusCode?: unknown } | null
-  if (typeof e?.statusCode === 'number') return e.statusCode
-  if (typeof e?.code === 'number') return e.code
-  return undefined
-}
-
 function describeError(err: unknown, path: string): string {
   const e = err as { statusCode?: number; message?: string } | null
   // Watch answers other than 200 arrive as a plain Error with statusCode.
@@ -673,7 +660,7 @@ function describeError(err: unknown, path: string): string {
 // ---------------------------------------------------------------------------------------------
 // Discovery
 
-type Discovered = { state: 'served'; resources: Map<string, { namespaced: boolean; kind: string }> } | { state: 'absent' } | { state: 'error'; error: string }
+type Discovered = { state: 'served'; resources: Map<string, { namespaced: boolean }> } | { state: 'absent' } | { state: 'error'; error: string }
 
 // ---------------------------------------------------------------------------------------------
 // The cache
@@ -959,15 +946,15 @@ export class WatchedCache implements ObjectIndex {
   }
 
   private async discoverGroupVersion(r: ResourceRef): Promise<Discovered> {
-    const path = r.group ? `/apis/${r.group}/${r.version}` : `/api/${r.version}`
+    const path = groupVersionPath(r)
     this.counters.discoveryRequests++
     try {
-      const list = await getJson<{ resources?: Array<{ name?: string; namespaced?: boolean; kind?: string }> }>(this.kubeConfig, path, {}, { timeoutMs: this.requestTimeoutMs, signal: this.stopController.signal })
-      const resources = new Map<string, { namespaced: boolean; kind: string }>()
+      const list = await getJson<{ resources?: Array<{ name?: string; namespaced?: boolean }> }>(this.kubeConfig, path, {}, { timeoutMs: this.requestTimeoutMs, signal: this.stopController.signal })
+      const resources = new Map<string, { namespaced: boolean }>()
       for (const res of list.resources ?? []) {
         // Subresources (`jobs/status`) are listed alongside; only whole resources count.
         if (!res.name || res.name.includes('/')) continue
-        resources.set(res.name, { namespaced: res.namespaced ?? true, kind: res.kind ?? '' })
+        resources.set(res.name, { namespaced: res.namespaced ?? true })
       }
       return { state: 'served', resources }
     } catch (err) {

@@ -6,8 +6,9 @@
  */
 import type { Logger } from 'pino'
 import type { Config } from '../config/schema.js'
+import { ANNOTATION, annotationKey, annotationsUnder } from '../decide/annotations.js'
 import { backupSourceName } from '../engines/names.js'
-import { buildRepositorySecret, REQUIRED_SOURCE_KEYS } from '../engines/volsync.js'
+import { buildRepositorySecret, pvcOwnerReference, RD_RESOURCE, REQUIRED_SOURCE_KEYS, RS_RESOURCE, VOLSYNC_GROUP } from '../engines/volsync.js'
 import type { KubeObject } from '../inflight/types.js'
 import { ownerReferenceTo, type ClusterClient } from '../kube/cluster-client.js'
 import { KubeApiError } from '../kube/errors.js'
@@ -22,8 +23,6 @@ export const PVC_SPEC_ID = 'reconciler-pvcs'
 export const SOURCES_SPEC_ID = 'reconciler-sources'
 export const DESTINATIONS_SPEC_ID = 'reconciler-destinations'
 
-const PVC_OWNER = (pvc: PvcState) => ({ apiVersion: 'v1', kind: 'PersistentVolumeClaim', name: pvc.name, uid: pvc.uid })
-
 /**
  * What the reconciler watches: PVCs, and ReplicationSources/Destinations (shared with the deletion
  * guard's watches of the same resources, so no second connection). Secrets are never watched.
@@ -36,8 +35,8 @@ export function reconcilerWatchSpecs(config: Config): WatchSpec[] {
   const keepAnnotationPrefix = config.annotationPrefix
   return [
     pvcWatchSpec(config),
-    { id: SOURCES_SPEC_ID, resource: { group: 'volsync.backube', version: 'v1alpha1', kind: 'ReplicationSource', plural: 'replicationsources' }, keepAnnotationPrefix },
-    { id: DESTINATIONS_SPEC_ID, resource: { group: 'volsync.backube', version: 'v1alpha1', kind: 'ReplicationDestination', plural: 'replicationdestinations' }, keepAnnotationPrefix },
+    { id: SOURCES_SPEC_ID, resource: RS_RESOURCE, keepAnnotationPrefix },
+    { id: DESTINATIONS_SPEC_ID, resource: RD_RESOURCE, keepAnnotationPrefix },
   ]
 }
 
@@ -53,7 +52,7 @@ export function pvcWatchSpec(config: Config): WatchSpec {
     indexKeys: (obj) => (obj.metadata.namespace ? ['all', `ns:${obj.metadata.namespace}`] : []),
     transform: (obj) => {
       const md = obj.metadata
-      const annotations = Object.fromEntries(Object.entries((md.annotations as Record<string, string> | undefined) ?? {}).filter(([k]) => k.startsWith(config.annotationPrefix)))
+      const annotations = annotationsUnder(md.annotations as Record<string, string> | undefined, [config.annotationPrefix])
       const spec = (obj.spec ?? {}) as Record<string, unknown>
       return {
         apiVersion: 'v1',
@@ -112,7 +111,7 @@ export class BackupReconciler {
     cache.onChange(PVC_SPEC_ID, (_type, obj) => this.enqueue(obj.metadata.namespace, obj.metadata.name))
     // Our source deleted or edited behind our back: look at its PVC again.
     const byPvcAnnotation = (_type: string, obj: KubeObject) => {
-      const key = `${this.deps.config.annotationPrefix}pvc`
+      const key = annotationKey(this.deps.config, ANNOTATION.pvc)
       // The annotation holds any PVC name; the label (≤ 63 characters) is there on older objects.
       const pvc = ((obj.metadata.annotations as Record<string, string> | undefined) ?? {})[key] ?? obj.metadata.labels?.[key]
       if (pvc && obj.metadata.namespace) this.enqueue(obj.metadata.namespace, pvc)
@@ -151,8 +150,7 @@ export class BackupReconciler {
   }
 
   private resync(): void {
-    const all = this.deps.cache.syncState().find((s) => s.id === PVC_SPEC_ID)
-    if (!all?.synced) return
+    if (!this.deps.cache.isSynced(PVC_SPEC_ID)) return
     for (const pvc of this.deps.cache.byKey(PVC_SPEC_ID, 'all')) this.enqueue(pvc.metadata.namespace, pvc.metadata.name)
   }
 
@@ -169,7 +167,7 @@ export class BackupReconciler {
       namespaceDefaultTier: cache.get(this.deps.namespacesSpecId, '', namespace)?.metadata.labels?.[config.namespaceDefaultTierLabel],
       existing: {
         source: cache.get(SOURCES_SPEC_ID, namespace, backupSourceName(name)),
-        destination: ref?.kind === 'ReplicationDestination' && ref.apiGroup === 'volsync.backube' ? cache.get(DESTINATIONS_SPEC_ID, namespace, ref.name) : undefined,
+        destination: ref?.kind === 'ReplicationDestination' && ref.apiGroup === VOLSYNC_GROUP ? cache.get(DESTINATIONS_SPEC_ID, namespace, ref.name) : undefined,
       },
     }
     let plan: ReconcilePlan = reconcilePvc(input, config)
@@ -206,7 +204,7 @@ export class BackupReconciler {
         if (missing.length) throw new Error(`source Secret ${source.namespace}/${source.name} lacks ${missing.join(', ')}`)
         const secret = buildRepositorySecret({ config, namespace: pvc.namespace, pvcName: pvc.name, name: step.secretName, resticRepository: store.resticRepository(step.repositoryKey), sourceData: data })
         // The Secret first (the source reads it); owned by the PVC so it goes with it.
-        await cluster.ensureSecret({ ...secret, metadata: { ...secret.metadata, ownerReferences: [ownerReferenceTo(PVC_OWNER(pvc))] } } as Parameters<ClusterClient['ensureSecret']>[0])
+        await cluster.ensureSecret({ ...secret, metadata: { ...secret.metadata, ownerReferences: [ownerReferenceTo(pvcOwnerReference(pvc))] } } as Parameters<ClusterClient['ensureSecret']>[0])
         const cached = this.deps.cache.get(SOURCES_SPEC_ID, pvc.namespace, step.source.metadata.name)
         await cluster.apply(step.source, { knownResourceVersion: (cached?.metadata.resourceVersion as string | undefined) ?? null })
         return
@@ -215,7 +213,7 @@ export class BackupReconciler {
         await cluster.delete('volsync.backube/v1alpha1', 'ReplicationSource', pvc.namespace, step.name, { uid: step.uid })
         return
       case 'own':
-        await cluster.addOwnerReference(step.apiVersion, step.objectKind, pvc.namespace, step.name, PVC_OWNER(pvc))
+        await cluster.addOwnerReference(step.apiVersion, step.objectKind, pvc.namespace, step.name, pvcOwnerReference(pvc))
         return
       case 'annotate-pvc':
         await cluster.patchPvcMetadata(pvc.namespace, pvc.name, { annotations: step.annotations })

@@ -27,6 +27,7 @@ import {
   type ReplicationSource,
 } from '../engines/volsync.js'
 import type { KubeObject } from '../inflight/types.js'
+import { trimSlashes } from '../storage/common.js'
 import type { ProbeResult } from '../storage/types.js'
 import type { EventSpec, PvcState, ReconcileInput, ReconcilePlan, ReconcileStep } from './types.js'
 
@@ -258,8 +259,6 @@ function restoringInto(pvc: PvcState, config: Config): string | undefined {
   if (pvc.annotations[annotationKey(config, ANNOTATION.decision)] !== 'restore') return undefined
   return pvc.annotations[annotationKey(config, ANNOTATION.restoreSource)] ?? `ReplicationDestination ${ref.name}`
 }
-
-const trimSlashes = (s: string): string => s.replace(/^\/+|\/+$/g, '')
 
 /**
  * decision=restore from the repository the new source will write to. A `restore-from` restore read

@@ -11,11 +11,11 @@
  */
 import { createHash } from 'node:crypto'
 
-/** `H` or `H(a-b)`; `load.ts`'s validSchedule admits exactly these, and only in minute and hour. */
-const H_FIELD = /^H(?:\((\d+)-(\d+)\))?$/
+/** `H` or `H(a-b)`: the only forms, and only in minute and hour; `load.ts`'s validSchedule checks schedules with this and FIELD_RANGES. */
+export const H_FIELD = /^H(?:\((\d+)-(\d+)\))?$/
 
 /** Allowed range of the fields that may hold `H`: minute, hour. */
-const FIELD_RANGES: ReadonlyArray<readonly [number, number]> = [
+export const FIELD_RANGES: ReadonlyArray<readonly [number, number]> = [
   [0, 59],
   [0, 23],
 ]

@@ -16,13 +16,18 @@ export function unknown(location: string, kind: UnknownKind, reason: string): Pr
   return { state: 'unknown', location, kind, reason }
 }
 
+/** `key` without leading and trailing slashes: `/a/b/` and `a/b` name the same repository. */
+export function trimSlashes(key: string): string {
+  return key.replace(/^\/+|\/+$/g, '')
+}
+
 /**
  * Trims surrounding slashes so `a/b/` and `a/b` name the same repository. An empty key, or one with
  * `.`/`..` segments, is refused: an empty key would probe the bucket root (every PVC would "find" the
  * same repository) and `..` could leave the local directory.
  */
 export function normalizeKey(key: string): string | { invalid: string } {
-  const k = key.replace(/^\/+|\/+$/g, '')
+  const k = trimSlashes(key)
   if (k === '') return { invalid: 'the repository key is empty' }
   if (k.includes('\0')) return { invalid: 'the repository key contains a NUL byte' }
   if (k.split('/').some((seg) => seg === '.' || seg === '..' || seg === '')) {
@@ -51,7 +56,7 @@ export function keyPlaceholders(keyTemplate: string, key: string): Record<string
     last = (m.index ?? 0) + m[0].length
   }
   pattern += escapeRegExp(keyTemplate.slice(last)) + '$'
-  const match = new RegExp(pattern).exec(key.replace(/^\/+|\/+$/g, ''))
+  const match = new RegExp(pattern).exec(trimSlashes(key))
   const values: Record<string, string> = {}
   if (match) names.forEach((n, i) => (values[n] = match[i + 1] ?? ''))
   return values

@@ -6,7 +6,7 @@ import { opendir, readdir, stat } from 'node:fs/promises'
 import { join, resolve, sep } from 'node:path'
 import type { StoreConfig } from '../config/schema.js'
 import type { BackupStore, LockResult, ProbeResult, UnknownKind } from './types.js'
-import { headKeyFor, normalizeKey, silentLogger, unknown, withDeadline, type StoreLogger } from './common.js'
+import { headKeyFor, normalizeKey, silentLogger, trimSlashes, unknown, withDeadline, type StoreLogger } from './common.js'
 
 export interface LocalDirectoryStoreOptions {
   logger?: StoreLogger
@@ -132,7 +132,7 @@ export class LocalDirectoryStore implements BackupStore {
   }
 
   private repoPath(key: string): string {
-    const k = key.replace(/^\/+|\/+$/g, '')
+    const k = trimSlashes(key)
     return k === '' ? this.root : `${this.root}${sep}${k}`
   }
 

@@ -16,7 +16,7 @@ import {
 } from '@aws-sdk/client-s3'
 import type { StoreConfig } from '../config/schema.js'
 import type { BackupStore, LockResult, ProbeResult, UnknownKind } from './types.js'
-import { headKeyFor, normalizeKey, silentLogger, unknown, withDeadline, type StoreLogger } from './common.js'
+import { headKeyFor, normalizeKey, silentLogger, trimSlashes, unknown, withDeadline, type StoreLogger } from './common.js'
 
 export interface S3BackupStoreOptions {
   logger?: StoreLogger
@@ -114,12 +114,12 @@ export class S3BackupStore implements BackupStore {
   }
 
   location(key: string): string {
-    return `s3://${this.bucket}/${stripSlashes(key)}`
+    return `s3://${this.bucket}/${trimSlashes(key)}`
   }
 
   resticRepository(key: string): string {
     const endpoint = this.cfg.s3.endpoint.replace(/\/+$/, '') || 's3.amazonaws.com'
-    return `s3:${endpoint}/${this.bucket}/${stripSlashes(key)}`
+    return `s3:${endpoint}/${this.bucket}/${trimSlashes(key)}`
   }
 
   close(): void {
@@ -316,10 +316,6 @@ function describe(err: unknown): object | undefined {
   if (err === undefined) return undefined
   const e = err as SdkError
   return { name: e.name, code: e.code ?? e.Code, status: e.$metadata?.httpStatusCode, message: e.message }
-}
-
-function stripSlashes(key: string): string {
-  return key.replace(/^\/+|\/+$/g, '')
 }
 
 function clamp(n: number, lo: number, hi: number): number {

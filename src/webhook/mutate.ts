@@ -6,24 +6,12 @@
  * Every path ends in an AdmissionReview: a failure to create the restore objects is a denial that
  * says what failed, never an allowed PVC without its data.
  */
-import type { AdmissionRequest, AdmissionReviewResponse } from '../admission/types.js'
-import { allow, deny } from '../admission/respond.js'
+import type { AdmissionRequest } from '../admission/types.js'
+import { allow } from '../admission/respond.js'
 import { decideAfterProbe, planCreate, type Denial, type RestoreDecision } from '../decide/create.js'
 import { buildRepositorySecret, REQUIRED_SOURCE_KEYS } from '../engines/volsync.js'
-import type { AdmissionOutcome, CallOptions, WebhookDeps } from './ports.js'
-
-export interface HandlerResult {
-  review: AdmissionReviewResponse
-  outcome: AdmissionOutcome
-}
-
-/** A Denial as the answer and the log outcome; shared with /validate. */
-export function denied(uid: string, d: Denial, outcome: Partial<AdmissionOutcome> = {}): HandlerResult {
-  return {
-    review: deny(uid, d.message, { code: d.code, reason: d.reason, auditAnnotations: { decision: 'denied', cause: d.cause } }),
-    outcome: { decision: 'denied', reason: d.cause, cause: d.cause, ...outcome },
-  }
-}
+import { denied, type HandlerResult } from './answer.js'
+import type { CallOptions, WebhookDeps } from './ports.js'
 
 /** A readable description of a failed API call, whatever was thrown. */
 function describeError(err: unknown): { kind: string; message: string } {
@@ -109,7 +97,7 @@ export async function handleMutate(req: AdmissionRequest, deps: WebhookDeps, cal
     kind: probe.state === 'unknown' ? probe.kind : undefined,
     ms: Math.round(performance.now() - started),
   }
-  const decision = decideAfterProbe(plan, probe, { location: store.location(plan.repositoryKey), resticRepository: store.resticRepository(plan.repositoryKey) }, config)
+  const decision = decideAfterProbe(plan, probe, { resticRepository: store.resticRepository(plan.repositoryKey) }, config)
 
   if (decision.action === 'deny') return denied(req.uid, decision, { probe: probeInfo })
   if (decision.action === 'fresh') {

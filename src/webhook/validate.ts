@@ -4,11 +4,13 @@
  */
 import type { AdmissionRequest } from '../admission/types.js'
 import { allow } from '../admission/respond.js'
-import { decideAfterProbe, planCreate } from '../decide/create.js'
+import { ANNOTATION, annotationKey } from '../decide/annotations.js'
+import { planCreate, probeVerdict } from '../decide/create.js'
 import { decideDelete, planDelete } from '../decide/delete.js'
 import { pvcSelfFinding } from '../inflight/match.js'
-import { denied, type HandlerResult } from './mutate.js'
-import type { CallOptions, WebhookDeps } from './ports.js'
+import { recentResticLock } from '../storage/index.js'
+import { denied, type HandlerResult } from './answer.js'
+import type { WebhookDeps } from './ports.js'
 
 async function validateDelete(req: AdmissionRequest, deps: WebhookDeps): Promise<HandlerResult> {
   const { config } = deps
@@ -32,9 +34,7 @@ async function validateDelete(req: AdmissionRequest, deps: WebhookDeps): Promise
       sync = { synced: false, reason: `lookup failed: ${(err as Error).message}` }
     }
   }
-  const lock = config.deletionGuard.resticLocks.enabled && plan.repositoryKey && deps.store.findRecentLock
-    ? await deps.store.findRecentLock(plan.repositoryKey, config.deletionGuard.resticLocks.maxAgeMs)
-    : undefined
+  const lock = await recentResticLock(deps.store, plan.repositoryKey, config)
   const verdict = decideDelete(plan, {
     cachesSynced: sync.synced,
     notSyncedReason: sync.reason,
@@ -62,9 +62,11 @@ async function crossCheckCreate(req: AdmissionRequest, deps: WebhookDeps): Promi
   if (plan.action === 'skip') return { review: allow(req.uid), outcome: { decision: 'skipped', reason: plan.reason } }
   if (plan.action === 'deny') return denied(req.uid, plan)
   const probe = await store.probe(plan.repositoryKey)
-  const decision = decideAfterProbe(plan, probe, { location: store.location(plan.repositoryKey), resticRepository: store.resticRepository(plan.repositoryKey) }, config)
-  if (decision.action === 'deny') return denied(req.uid, decision)
-  if (decision.action === 'restore') {
+  // Only the verdict: the objects and the patch a restore or a fresh start would take are the
+  // mutating webhook's, and are not built here.
+  const verdict = probeVerdict(plan, probe, config)
+  if (verdict.action === 'deny') return denied(req.uid, verdict)
+  if (verdict.action === 'restore') {
     return denied(req.uid, {
       action: 'deny',
       code: 409,
@@ -72,13 +74,13 @@ async function crossCheckCreate(req: AdmissionRequest, deps: WebhookDeps): Promi
       cause: 'backup-exists-restore-not-set-up',
       message:
         `a backup of ${plan.namespace}/${plan.pvcName} exists at ${probe.location}, but the restore was not set up (no spec.dataSourceRef; was the smart-restore mutating webhook skipped?). ` +
-        `Creating it would start an empty volume that then backs up over the good snapshots. Check the MutatingWebhookConfiguration and retry, or annotate the PVC ${config.annotationPrefix}skip-restore="<reason>" to start empty on purpose.`,
+        `Creating it would start an empty volume that then backs up over the good snapshots. Check the MutatingWebhookConfiguration and retry, or annotate the PVC ${annotationKey(config, ANNOTATION.skipRestore)}="<reason>" to start empty on purpose.`,
     })
   }
-  return { review: allow(req.uid), outcome: { decision: 'allowed', reason: decision.verified ? 'no snapshot' : 'store unknown, onUnknown=fresh' } }
+  return { review: allow(req.uid), outcome: { decision: 'allowed', reason: verdict.verified ? 'no snapshot' : 'store unknown, onUnknown=fresh' } }
 }
 
-export async function handleValidate(req: AdmissionRequest, deps: WebhookDeps, _call: CallOptions = {}): Promise<HandlerResult> {
+export async function handleValidate(req: AdmissionRequest, deps: WebhookDeps): Promise<HandlerResult> {
   if (req.operation === 'DELETE') return validateDelete(req, deps)
   if (req.operation === 'CREATE') return crossCheckCreate(req, deps)
   return { review: allow(req.uid), outcome: { decision: 'skipped', reason: `${req.operation} is not checked` } }

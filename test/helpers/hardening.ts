@@ -4,21 +4,16 @@
  * unanswered admission is a failure, never a hang), an s3rver that records every request's method,
  * and the source Secret the restore path copies.
  */
-import { mkdtemp, rm } from 'node:fs/promises'
 import { Agent, request as httpsRequest } from 'node:https'
 import type { IncomingHttpHeaders } from 'node:http'
-import type { Socket } from 'node:net'
-import { tmpdir } from 'node:os'
-import { join } from 'node:path'
 import { Writable } from 'node:stream'
 import { runInNewContext } from 'node:vm'
 import { setFlagsFromString } from 'node:v8'
 import type { Logger } from 'pino'
-import S3rver from 's3rver'
 import { validateConfig } from '../../src/config/load.js'
 import { defaultConfig, type Config } from '../../src/config/schema.js'
 import { createLogger } from '../../src/log.js'
-import { BUCKET, S3RVER_KEY, storeConfig } from './storage-servers.js'
+import { S3RVER_KEY, startS3rver, storeConfig, type RecordedS3Request } from './storage-servers.js'
 
 // ---------------------------------------------------------------------------------------------
 // Test credentials: each distinctive, so a leak is found by a plain substring search.
@@ -221,12 +216,7 @@ export function httpsClient(url: string, ca: string | undefined, opts: { keepAli
 // ---------------------------------------------------------------------------------------------
 // s3rver with a request log
 
-export interface RecordedS3Request {
-  method: string
-  path: string
-}
-
-/** s3rver (a real S3 implementation) on loopback, recording the method and path of every request. */
+/** startS3rver's, with the shape the hardening suites read: the log as `requests`, and the writes in it. */
 export async function startRecordingS3rver(): Promise<{
   endpoint: string
   requests: RecordedS3Request[]
@@ -234,29 +224,12 @@ export async function startRecordingS3rver(): Promise<{
   writes: () => RecordedS3Request[]
   close: () => Promise<void>
 }> {
-  const directory = await mkdtemp(join(tmpdir(), 'smart-restore-hardening-s3-'))
-  const s3rver = new S3rver({ address: '127.0.0.1', port: 0, silent: true, directory, configureBuckets: [{ name: BUCKET }] })
-  const { port } = await s3rver.run()
-  const requests: RecordedS3Request[] = []
-  const sockets = new Set<Socket>()
-  s3rver.httpServer.on('request', (req: { method?: string; url?: string }) => requests.push({ method: req.method ?? '?', path: req.url ?? '' }))
-  s3rver.httpServer.on('connection', (s: Socket) => {
-    sockets.add(s)
-    s.on('close', () => sockets.delete(s))
-  })
-  let closed = false
+  const s3 = await startS3rver()
   return {
-    endpoint: `http://127.0.0.1:${port}`,
-    requests,
-    writes: () => requests.filter((r) => r.method !== 'GET' && r.method !== 'HEAD'),
-    close: async () => {
-      if (closed) return
-      closed = true
-      const done = s3rver.close()
-      for (const s of sockets) s.destroy()
-      await done
-      await rm(directory, { recursive: true, force: true })
-    },
+    endpoint: s3.endpoint,
+    requests: s3.log,
+    writes: () => s3.log.filter((r) => r.method !== 'GET' && r.method !== 'HEAD'),
+    close: s3.close,
   }
 }
 

@@ -53,7 +53,18 @@ async function listen(server: Server): Promise<{ port: number; close: () => Prom
 export const BUCKET = 'backups'
 export const S3RVER_KEY = 'S3RVER' // s3rver's built-in account (lib/models/account.js)
 
-export async function startS3rver(): Promise<Running & { directory: string }> {
+/** The method and path (with query) of one request s3rver received. */
+export interface RecordedS3Request {
+  method: string
+  path: string
+}
+
+/**
+ * s3rver (a real S3 implementation) on loopback, in a temporary directory removed on close. It
+ * counts requests and connections, and keeps `log`: the method and path of every request (a
+ * caller may empty it to bound memory; `requests()` keeps counting).
+ */
+export async function startS3rver(): Promise<Running & { directory: string; log: RecordedS3Request[] }> {
   const directory = await mkdtemp(join(tmpdir(), 'smart-restore-s3rver-'))
   const s3rver = new S3rver({
     address: '127.0.0.1',
@@ -65,8 +76,12 @@ export async function startS3rver(): Promise<Running & { directory: string }> {
   const { port } = await s3rver.run()
   let count = 0
   let connections = 0
+  const log: RecordedS3Request[] = []
   const sockets = new Set<Socket>()
-  s3rver.httpServer.on('request', () => count++)
+  s3rver.httpServer.on('request', (req: IncomingMessage) => {
+    count++
+    log.push({ method: req.method ?? '?', path: req.url ?? '' })
+  })
   s3rver.httpServer.on('connection', (s: Socket) => {
     connections++
     sockets.add(s)
@@ -77,6 +92,7 @@ export async function startS3rver(): Promise<Running & { directory: string }> {
     endpoint: `http://127.0.0.1:${port}`,
     port,
     directory,
+    log,
     requests: () => count,
     connections: () => connections,
     close: async () => {

@@ -1,5 +1,5 @@
 import t from 'tap'
-import { mkdirSync, writeFileSync } from 'node:fs'
+import { writeFileSync } from 'node:fs'
 import { join } from 'node:path'
 import { KubeConfig } from '@kubernetes/client-node'
 import { isApiReachable, kubeConfigFromEnvironment, probeApi } from '../../src/kube/config.js'

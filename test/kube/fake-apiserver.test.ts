@@ -16,6 +16,7 @@ import {
   type V1ConfigMapList,
 } from '@kubernetes/client-node'
 import { apiPathFor, startFakeApiServer, type FakeApiServer } from '../helpers/fake-apiserver.js'
+import { until } from '../helpers/wait.js'
 
 type Tap = { teardown(fn: () => unknown): void }
 
@@ -37,15 +38,6 @@ async function raw(server: FakeApiServer, method: string, path: string, body?: u
 }
 
 const CM = '/api/v1/namespaces/media/configmaps'
-
-/** Resolves when `predicate` holds, polling the event log. */
-async function until(predicate: () => boolean, what: string, ms = 3000): Promise<void> {
-  const end = Date.now() + ms
-  while (!predicate()) {
-    if (Date.now() > end) throw new Error(`timed out waiting for ${what}`)
-    await new Promise((r) => setTimeout(r, 10))
-  }
-}
 
 t.test('create, get, already exists, not found: codes and Status bodies', async (t) => {
   const { server } = await setup(t)

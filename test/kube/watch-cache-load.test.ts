@@ -9,6 +9,7 @@ import vm from 'node:vm'
 import { startFakeApiServer, type StoredObject } from '../helpers/fake-apiserver.js'
 import { WatchedCache, type WatchSpec } from '../../src/kube/watch-cache.js'
 import type { KubeObject, ResourceRef } from '../../src/inflight/types.js'
+import { until } from '../helpers/wait.js'
 
 v8.setFlagsFromString('--expose-gc')
 const gc = vm.runInNewContext('gc') as () => void
@@ -17,14 +18,6 @@ const PVC: ResourceRef = { group: '', version: 'v1', kind: 'PersistentVolumeClai
 const PVCS = '/api/v1/persistentvolumeclaims'
 const N = 10_000
 const mb = (bytes: number) => `${(bytes / 1024 / 1024).toFixed(1)} MiB`
-
-async function until(predicate: () => boolean, what: string, ms: number): Promise<void> {
-  const end = Date.now() + ms
-  while (!predicate()) {
-    if (Date.now() > end) throw new Error(`timed out waiting for ${what}`)
-    await new Promise((r) => setTimeout(r, 5))
-  }
-}
 
 /** A PVC as a real cluster stores it: last-applied annotation and managedFields included. */
 function pvc(i: number): StoredObject {

@@ -7,6 +7,7 @@ import { startFakeApiServer, type FakeApiServer, type StoredObject } from '../he
 import { captureLogger } from '../helpers/capture-log.js'
 import { WatchedCache, type ChangeType, type WatchCacheOptions, type WatchSpec } from '../../src/kube/watch-cache.js'
 import type { KubeObject, ResourceRef } from '../../src/inflight/types.js'
+import { until } from '../helpers/wait.js'
 
 type Tap = { teardown(fn: () => unknown): void }
 
@@ -23,14 +24,6 @@ async function setup(t: Tap, specs: WatchSpec[], opts: WatchCacheOptions = {}): 
   t.teardown(() => api.close())
   t.teardown(() => cache.stop())
   return { api, cache, log }
-}
-
-async function until(predicate: () => boolean, what: string, ms = 3000): Promise<void> {
-  const end = Date.now() + ms
-  while (!predicate()) {
-    if (Date.now() > end) throw new Error(`timed out waiting for ${what}`)
-    await new Promise((r) => setTimeout(r, 5))
-  }
 }
 
 function pvc(name: string, app = 'x'): StoredObject {

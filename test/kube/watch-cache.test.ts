@@ -9,6 +9,7 @@ import { captureLogger } from '../helpers/capture-log.js'
 import { WatchedCache, trimObject, type WatchCacheOptions, type WatchSpec } from '../../src/kube/watch-cache.js'
 import { apiConnections } from '../../src/kube/connection-pool.js'
 import type { KubeObject, ResourceRef } from '../../src/inflight/types.js'
+import { sleep, until } from '../helpers/wait.js'
 
 type Tap = { teardown(fn: () => unknown): void }
 
@@ -43,17 +44,6 @@ async function setup(t: Tap, specs: WatchSpec[], opts: WatchCacheOptions = {}, s
   t.teardown(() => cache.stop())
   return { api, cache, log }
 }
-
-/** Resolves when `predicate` holds, polling every 5 ms. */
-async function until(predicate: () => boolean, what: string, ms = 3000): Promise<void> {
-  const end = Date.now() + ms
-  while (!predicate()) {
-    if (Date.now() > end) throw new Error(`timed out waiting for ${what}`)
-    await new Promise((r) => setTimeout(r, 5))
-  }
-}
-
-const sleep = (ms: number) => new Promise((r) => setTimeout(r, ms))
 
 function pvc(ns: string, name: string, app?: string, extra: Partial<StoredObject> = {}): StoredObject {
   return {
