@@ -9,6 +9,7 @@
  * Without KUBECONFIG the file is skipped. Works without a controller-manager (a bare apiserver):
  * nothing here waits for a PVC to bind or a namespace to finish terminating.
  */
+import { isDeepStrictEqual } from 'node:util'
 import t, { type Test } from 'tap'
 import * as k8s from '@kubernetes/client-node'
 import { pino } from 'pino'
@@ -816,7 +817,8 @@ async function scenarios(t: Test, ctx: Ctx, summary: string[]): Promise<void> {
     const daily = TIER_EXPECTATIONS.daily
     const retiered = await pollUntil(
       () => readRs(ctx, rsName),
-      (rs) => daily.schedule.test(rs?.spec?.trigger?.schedule ?? '') && JSON.stringify(rs?.spec?.restic?.retain) === JSON.stringify(daily.retain),
+      // Order-free: the apiserver serves custom resources with their keys sorted, not as written.
+      (rs) => daily.schedule.test(rs?.spec?.trigger?.schedule ?? '') && isDeepStrictEqual(rs?.spec?.restic?.retain, daily.retain),
       RECONCILE_MS,
     )
     if (!retiered.met) {

@@ -34,6 +34,10 @@
  * - Namespaces: created with `spec.finalizers: [kubernetes]` and phase Active; DELETE marks them
  *   Terminating, and they stay until their spec (and metadata) finalizers are removed (there is no
  *   namespace controller: a test removes them through the backdoor).
+ * - Custom resources (groups that are not kube-apiserver's own, e.g. volsync.backube) are served
+ *   like the apiserver serves unstructured objects: keys sorted at every level (GET, LIST, WATCH
+ *   events, and the answers to writes), list items with kind/apiVersion, DELETE answering with the
+ *   object. Built-in kinds keep the order they were stored in (standing in for Go struct order).
  * - One global, monotonically increasing resourceVersion. Errors are proper metav1.Status bodies.
  * - Bearer token authentication (401 otherwise).
  * - Discovery: `/api`, `/api/v1`, `/apis`, `/apis/{group}`, `/apis/{group}/{version}` answer
@@ -310,8 +314,18 @@ function qualified(r: { group: string; resource: string }): string {
   return r.group ? `${r.resource}.${r.group}` : r.resource
 }
 
-/** Built-in API groups are un-dotted or end in .k8s.io; their list items carry no kind/apiVersion. */
+/**
+ * Groups under .k8s.io that are CRDs, not served by kube-apiserver itself (the CSI snapshotter's,
+ * the Gateway API's): custom resources like any other.
+ */
+const CRD_GROUPS_UNDER_K8S_IO = new Set(['snapshot.storage.k8s.io', 'groupsnapshot.storage.k8s.io', 'gateway.networking.k8s.io'])
+
+/**
+ * Built-in API groups are un-dotted or end in .k8s.io; their list items carry no kind/apiVersion.
+ * Everything else is a custom resource (CRD-backed): see sortedJson for how those are served.
+ */
 function isBuiltinGroup(group: string): boolean {
+  if (CRD_GROUPS_UNDER_K8S_IO.has(group)) return false
   return group === '' || !group.includes('.') || group.endsWith('.k8s.io')
 }
 
@@ -591,6 +605,30 @@ function valueAt(obj: unknown, p: FieldKey): unknown {
   return v
 }
 
+/**
+ * JSON with the keys of every object sorted, at every level (arrays keep their order): how
+ * kube-apiserver serves custom resources. They are unstructured (Go maps), and Go's encoding/json
+ * writes map keys sorted by their bytes; built-in kinds come out in Go struct field order instead,
+ * which the fake approximates with the order it stored. Written out by hand rather than by sorting
+ * into new objects, because JS objects list integer-like keys ("9", "10") first and in numeric order
+ * whatever the insertion order. (Sorted by UTF-16 code units: the same as bytes unless keys mix
+ * astral characters with U+E000–U+FFFF.)
+ */
+function sortedJson(v: unknown): string {
+  if (v !== null && typeof v === 'object' && typeof (v as { toJSON?: unknown }).toJSON === 'function') v = (v as { toJSON(): unknown }).toJSON()
+  if (Array.isArray(v)) return `[${v.map((x) => (x === undefined || typeof x === 'function' || typeof x === 'symbol' ? 'null' : sortedJson(x))).join(',')}]`
+  if (isPlainObject(v)) {
+    const parts: string[] = []
+    for (const k of Object.keys(v).sort()) {
+      const x = v[k]
+      if (x === undefined || typeof x === 'function' || typeof x === 'symbol') continue
+      parts.push(`${JSON.stringify(k)}:${sortedJson(x)}`)
+    }
+    return `{${parts.join(',')}}`
+  }
+  return JSON.stringify(v) ?? 'null'
+}
+
 function sameValue(a: unknown, b: unknown): boolean {
   return JSON.stringify(canonical(a)) === JSON.stringify(canonical(b))
 }
@@ -807,7 +845,8 @@ export async function startFakeApiServer(opts: FakeApiServerOptions = {}): Promi
   }
 
   function send(w: Watcher, e: { type: string; object: unknown }): void {
-    if (!w.res.writableEnded && !w.res.destroyed) w.res.write(JSON.stringify(e) + '\n')
+    // A metav1.WatchEvent: `type`, then `object` as a GET would serve it.
+    if (!w.res.writableEnded && !w.res.destroyed) w.res.write(`{"type":${JSON.stringify(e.type)},"object":${encode(w.res, e.object)}}\n`)
   }
 
   function emit(apiPath: string, type: HistoryEvent['type'], object: StoredObject, old?: StoredObject): void {
@@ -1367,9 +1406,28 @@ export async function startFakeApiServer(opts: FakeApiServerOptions = {}): Promi
     }
   }
 
+  /**
+   * Responses to requests for custom resources (marked in `handle`, once the request is routed to
+   * one): their objects, lists and watch events are served with sorted keys, like kube-apiserver.
+   */
+  const customResourceResponses = new WeakSet<http.ServerResponse>()
+
+  /** The one place objects are serialized for a response (reply, and watch events through send). */
+  function encode(res: http.ServerResponse, body: unknown): string {
+    return customResourceResponses.has(res) ? sortedJson(body) : JSON.stringify(body)
+  }
+
   function reply(res: http.ServerResponse, code: number, body: unknown): void {
+    write(res, code, encode(res, body))
+  }
+
+  /** A metav1.Status (an error): a built-in type, in its field order, whatever the resource. */
+  function replyStatus(res: http.ServerResponse, code: number, status: unknown): void {
+    write(res, code, JSON.stringify(status))
+  }
+
+  function write(res: http.ServerResponse, code: number, text: string): void {
     if (res.headersSent || res.destroyed) return
-    const text = JSON.stringify(body)
     res.writeHead(code, { 'Content-Type': 'application/json', 'Content-Length': Buffer.byteLength(text) })
     res.end(text)
   }
@@ -1460,7 +1518,7 @@ export async function startFakeApiServer(opts: FakeApiServerOptions = {}): Promi
     requests.push(recorded)
 
     const parsed = parseRoute(url.pathname)
-    const fail = (e: HttpError) => reply(res, e.code, e.toStatus())
+    const fail = (e: HttpError) => replyStatus(res, e.code, e.toStatus())
 
     if (req.headers.authorization !== `Bearer ${token}`) return fail(new HttpError(401, 'Unauthorized'))
 
@@ -1507,6 +1565,7 @@ export async function startFakeApiServer(opts: FakeApiServerOptions = {}): Promi
       dryRun: query.dryRun === 'All',
       res,
     }
+    if (!isBuiltinGroup(parsed.group)) customResourceResponses.add(res)
     try {
       route(ctx, req)
     } catch (e) {
@@ -1517,7 +1576,7 @@ export async function startFakeApiServer(opts: FakeApiServerOptions = {}): Promi
 
   const server = http.createServer((req, res) => {
     handle(req, res).catch((e: unknown) => {
-      if (!res.headersSent && !res.destroyed) reply(res, 500, new HttpError(500, `Internal error occurred: ${(e as Error).message}`).toStatus())
+      if (!res.headersSent && !res.destroyed) replyStatus(res, 500, new HttpError(500, `Internal error occurred: ${(e as Error).message}`).toStatus())
     })
   })
   // kube-apiserver keeps idle connections 90 s (Go http.Server IdleTimeout) and announces nothing;
