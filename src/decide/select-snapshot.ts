@@ -16,9 +16,10 @@
  *      "No eligible snapshots found" / "=== No data will be restored ===" and exits 0: the PVC is
  *      populated EMPTY. This module exists so smart-restore refuses that case at admission.
  *
- * Not modelled: a snapshot with several paths or tags prints continuation lines; VolSync reads a
- * continuation line containing "/data" as a garbled entry. VolSync's own snapshots have one path
- * and no tags, so only foreign snapshots can do that (they are reported as such).
+ * Tags print comma-joined on the snapshot's own line (they take part in the "/data" match). Not
+ * modelled: a snapshot with several paths prints one continuation line per extra path; VolSync reads
+ * a continuation line containing "/data" as a garbled entry. VolSync's own snapshots have exactly one
+ * path, so only foreign snapshots can do that (they are reported as such).
  */
 import { compareSnapshots, type Snapshot } from '../storage/restic/format.js'
 
