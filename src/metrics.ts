@@ -23,7 +23,7 @@ import type { SpecSyncState } from './kube/watch-cache.js'
 import type { EventRecorderStats } from './kube/events.js'
 import type { WorkQueueStats } from './reconcile/queue.js'
 import { COUNTER as RECONCILE_COUNTER } from './reconcile/decide.js'
-import type { UnknownKind } from './storage/types.js'
+import type { UnknownKind, UnreadableKind } from './storage/types.js'
 import type { AdmissionOutcome } from './webhook/ports.js'
 
 /** The kube-apiserver's own `apiserver_admission_webhook_admission_duration_seconds` buckets (design.md §1). */
@@ -35,12 +35,15 @@ const OTHER = 'other'
 
 const OPERATIONS = new Set(['CREATE', 'UPDATE', 'DELETE', 'CONNECT'])
 const DECISIONS = new Set(['restore', 'fresh', 'fresh-unverified', 'skipped', 'denied', 'override', 'allowed', 'namespace-deletion', 'error'])
-const PROBE_STATES = new Set(['exists', 'none', 'unknown'])
+const PROBE_STATES = new Set(['exists', 'none', 'unknown', 'unreadable'])
 
-const UNKNOWN_KINDS = ['forbidden', 'credentials', 'timeout', 'network', 'server', 'bucket', 'other'] as const satisfies readonly UnknownKind[]
+const UNKNOWN_KINDS = ['forbidden', 'credentials', 'timeout', 'network', 'server', 'bucket', 'password', 'other'] as const satisfies readonly UnknownKind[]
+const UNREADABLE_KINDS = ['password', 'corrupt', 'not-a-repository'] as const satisfies readonly UnreadableKind[]
 const KUBE_ERROR_KINDS = ['forbidden', 'conflict', 'not-found', 'invalid', 'server', 'timeout', 'network', 'unauthorized'] as const satisfies readonly KubeErrorKind[]
 // Compile-time check that the lists above name every kind: a new kind must be added here too.
 const _allUnknownKinds: [Exclude<UnknownKind, (typeof UNKNOWN_KINDS)[number]>] extends [never] ? true : never = true
+const _allUnreadableKinds: [Exclude<UnreadableKind, (typeof UNREADABLE_KINDS)[number]>] extends [never] ? true : never = true
+void _allUnreadableKinds
 const _allKubeKinds: [Exclude<KubeErrorKind, (typeof KUBE_ERROR_KINDS)[number]>] extends [never] ? true : never = true
 void _allUnknownKinds
 void _allKubeKinds
@@ -60,6 +63,9 @@ const STATIC_CAUSES = new Set([
   'block-volume',
   'no-capacity',
   'restore-from-empty',
+  'no-eligible-snapshot-no-data-path',
+  'no-eligible-snapshot-as-of-before-oldest',
+  'no-eligible-snapshot-previous-past-oldest',
   'cross-namespace-restore-from',
   'source-secret-incomplete',
   'backup-exists-restore-not-set-up',
@@ -74,6 +80,7 @@ const UNKNOWN_KIND_SET = new Set<string>(UNKNOWN_KINDS)
 const KUBE_KIND_SET = new Set<string>([...KUBE_ERROR_KINDS, 'error'])
 const KIND_CAUSES: Array<[prefix: string, kinds: ReadonlySet<string>]> = [
   ['store-unknown-', UNKNOWN_KIND_SET],
+  ['repository-unreadable-', new Set<string>(UNREADABLE_KINDS)],
   ['locks-unknown-', UNKNOWN_KIND_SET],
   ['source-secret-', KUBE_KIND_SET],
   ['create-restore-objects-', KUBE_KIND_SET],
@@ -152,14 +159,14 @@ export class ServiceMetrics {
     })
     this.probeDuration = new Histogram({
       name: 'smart_restore_store_probe_duration_seconds',
-      help: 'How long the mutating webhook waited for the backup store\'s answer, by state (exists, none, unknown). Includes answers from the short probe cache and probes shared with concurrent admissions.',
+      help: 'How long the mutating webhook waited for the backup store\'s answer, by state (exists, none, unknown, unreadable). Includes answers from the short probe cache and probes shared with concurrent admissions.',
       labelNames: ['state'],
       buckets: PROBE_BUCKETS,
       registers,
     })
     this.probeErrors = new Counter({
       name: 'smart_restore_store_probe_errors_total',
-      help: 'Mutating admissions whose backup store probe could not tell (state unknown), by kind (forbidden, credentials, timeout, network, server, bucket, other).',
+      help: 'Mutating admissions whose backup store probe could not tell (state unknown), by kind (forbidden, credentials, timeout, network, server, bucket, password, other).',
       labelNames: ['kind'],
       registers,
     })
@@ -177,7 +184,7 @@ export class ServiceMetrics {
     })
     this.reconcileFindings = new Counter({
       name: 'smart_restore_reconcile_findings_total',
-      help: 'Backup-source reconciler findings that need attention: refused_existing_backup, foreign_object, store_unknown, unknown_tier, backup_over_existing_acknowledged.',
+      help: 'Backup-source reconciler findings that need attention: refused_existing_backup, refused_foreign_snapshots, repository_unreadable, foreign_object, store_unknown, unknown_tier, backup_over_existing_acknowledged.',
       labelNames: ['finding'],
       registers,
     })

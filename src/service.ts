@@ -13,7 +13,8 @@ import { ClusterClient } from './kube/cluster-client.js'
 import { isApiReachable, kubeConfigFromEnvironment } from './kube/config.js'
 import { startMetricsServer, ServiceMetrics, type MetricsOptions, type MetricsServer } from './metrics.js'
 import { buildServer, type ReadyState } from './server.js'
-import { createBackupStore } from './storage/index.js'
+import { createBackupStore, passwordSourceFor } from './storage/index.js'
+import { passwordFromSecret } from './storage/secret-password.js'
 import type { BackupStore } from './storage/types.js'
 import { generateCertificates } from './tls/certificates.js'
 import { CertificateReloader, checkKeyPair, type CertificateSummary } from './tls/reload.js'
@@ -123,10 +124,20 @@ export async function startService(config: Config, opts: StartOptions): Promise<
     // a misconfiguration, and the store reports it as "unknown" rather than "no backup".
     mkdirSync(config.store.local.directory, { recursive: true })
   }
-  const store = opts.store ?? createBackupStore(config.store, { logger })
   const kubeConfig = opts.kubeConfig !== undefined ? opts.kubeConfig : opts.cluster === undefined || opts.inFlight === undefined ? await connectCluster(config, logger) : null
   const newClusterClient = (kc: KubeConfig) => new ClusterClient(kc, { requestTimeoutMs: config.kube.requestTimeoutMs, fieldManager: 'smart-restore', logger })
   const cluster = opts.cluster !== undefined ? opts.cluster : kubeConfig ? newClusterClient(kubeConfig) : null
+  // Probe mode restic opens repositories with the restores' own password: store.passwordFile, else
+  // RESTIC_PASSWORD of the source Secret through the API (the Secret the restores copy).
+  const secret = config.restore.sourceSecret
+  const fromSecret = cluster ? passwordFromSecret({ ...secret, readSecretData: (ns, name) => cluster.readSecretData(ns, name) }) : undefined
+  const store = opts.store ?? createBackupStore(config.store, { logger, password: passwordSourceFor(config, fromSecret) })
+  if (config.store.probe.mode === 'restic') {
+    logger.info(
+      { passwordFrom: config.store.passwordFile ? 'store.passwordFile' : fromSecret ? `Secret ${secret.namespace}/${secret.name}` : 'none' },
+      'probe mode restic: repositories are opened to see which snapshot VolSync will restore',
+    )
+  }
   let view: CachedInFlightView | undefined
   let reconciler: BackupReconciler | undefined
   let inFlight: InFlightView | null = null

@@ -19,8 +19,9 @@ import type { Config } from '../config/schema.js'
 import { ANNOTATION, annotationKey, annotationsUnder } from '../decide/annotations.js'
 import { decideAfterProbe, planCreate, repositoryKey as repositoryKeyOf, type CreatePlan } from '../decide/create.js'
 import { decideDelete, planDelete } from '../decide/delete.js'
+import { describeSnapshot } from '../decide/snapshot-text.js'
 import { backupSourceName } from '../engines/names.js'
-import { MANAGED_BY_LABEL, MANAGED_BY_VALUE, RD_RESOURCE, REQUIRED_SOURCE_KEYS, RS_RESOURCE, VOLSYNC_GROUP, type ReplicationDestination } from '../engines/volsync.js'
+import { CUSTOM_CA_KEY, MANAGED_BY_LABEL, MANAGED_BY_VALUE, RD_RESOURCE, REQUIRED_SOURCE_KEYS, RS_RESOURCE, VOLSYNC_GROUP, type ReplicationDestination } from '../engines/volsync.js'
 import { findInFlight, mergeRules, pvcSelfFinding } from '../inflight/match.js'
 import { MemoryIndex } from '../inflight/memory-index.js'
 import { BUILTIN_RULES } from '../inflight/rules.js'
@@ -81,6 +82,8 @@ export interface CreateSection {
   /** When the PVC already has a data source: what it names, and what the admission recorded. */
   dataSourceRef?: { apiGroup?: string; kind: string; name: string }
   admitted?: { decision?: string; restoreSource?: string; checkedLocation?: string }
+  /** The snapshot VolSync would restore (restic probe mode): its full id and how it reads. */
+  snapshot?: { id: string; description: string }
 }
 
 export interface SourceSummary {
@@ -346,7 +349,8 @@ export async function checkPvc(opts: CheckOptions): Promise<CheckReport> {
     let p = probes.get(key)
     if (!p) {
       const started = performance.now()
-      p = store.probe(key).then((result) => ({ result, ms: Math.round(performance.now() - started) }))
+      // Every snapshot, not only those a selection needs: check lists them, and shows the choice.
+      p = store.probe(key, { readAll: true }).then((result) => ({ result, ms: Math.round(performance.now() - started) }))
       probes.set(key, p)
     }
     return p
@@ -362,6 +366,9 @@ export async function checkPvc(opts: CheckOptions): Promise<CheckReport> {
   }
   if (own.result.state === 'unknown' && tier !== undefined) {
     attention.push(`the backup store could not be checked at ${own.result.location}: ${own.result.reason}`)
+  }
+  if (own.result.state === 'unreadable' && tier !== undefined) {
+    attention.push(`the repository at ${own.result.location} cannot be read (${own.result.kind}): ${own.result.reason}`)
   }
 
   // --- discovery: VolSync and every rule's group/version ------------------------------------------
@@ -385,7 +392,7 @@ export async function checkPvc(opts: CheckOptions): Promise<CheckReport> {
   }
 
   // --- "if this PVC were created now" ------------------------------------------------------------
-  const onCreate = await createSection(pvcObj, { config, store, namespace, name, nsLabels, reader, probe, attention })
+  const onCreate = await createSection(pvcObj, { config, store, namespace, name, nsLabels, reader, probe, attention, nowMs: now().getTime() })
 
   // --- the backup source ------------------------------------------------------------------------
   const rsServed = served(RS_RESOURCE)
@@ -579,6 +586,8 @@ interface CreateContext {
   reader: Reader
   probe: (key: string) => Promise<{ result: ProbeResult; ms: number }>
   attention: string[]
+  /** The check's clock, for snapshot ages. */
+  nowMs: number
 }
 
 /** The PVC as a CREATE would carry it: what the user wrote, not what the apiserver added since. */
@@ -617,7 +626,7 @@ async function createSection(pvcObj: KubeObject, ctx: CreateContext): Promise<Cr
   }
 
   const { result: probe } = await ctx.probe(plan.repositoryKey)
-  const decision = decideAfterProbe(plan, probe, { resticRepository: store.resticRepository(plan.repositoryKey) }, config)
+  const decision = decideAfterProbe(plan, probe, { resticRepository: store.resticRepository(plan.repositoryKey) }, config, ctx.nowMs)
   const base = {
     repositoryKey: plan.repositoryKey,
     location: probe.location,
@@ -631,7 +640,7 @@ async function createSection(pvcObj: KubeObject, ctx: CreateContext): Promise<Cr
     if (!decision.verified && probe.state === 'unknown') ctx.attention.push(`a CREATE would start empty without checking the store (onUnknown=fresh): ${probe.reason}`)
     return {
       outcome: decision.verified ? 'fresh' : 'fresh-unverified',
-      reason: probe.state === 'none' ? `no snapshot at ${probe.location} (${probe.detail})` : probe.state === 'unknown' ? `store not checked: ${probe.reason}; onUnknown=fresh` : probe.detail,
+      reason: probe.state === 'none' ? `no snapshot at ${probe.location} (${probe.detail})` : probe.state === 'unknown' ? `store not checked: ${probe.reason}; onUnknown=fresh` : 'detail' in probe ? probe.detail : probe.reason,
       ...base,
       objects: [],
       patch: decision.patch,
@@ -647,7 +656,8 @@ async function createSection(pvcObj: KubeObject, ctx: CreateContext): Promise<Cr
   }
   return {
     outcome: 'restore',
-    reason: `${probe.state === 'exists' ? probe.detail : 'snapshot'} at ${probe.location}`,
+    reason: decision.snapshot ? `snapshot ${describeSnapshot(decision.snapshot, ctx.nowMs)} at ${probe.location}` : `${probe.state === 'exists' ? probe.detail : 'snapshot'} at ${probe.location}`,
+    ...(decision.snapshot ? { snapshot: { id: decision.snapshot.id, description: describeSnapshot(decision.snapshot, ctx.nowMs) } } : {}),
     ...base,
     objects: [
       { kind: 'Secret', namespace, name: decision.secretName },
@@ -657,7 +667,7 @@ async function createSection(pvcObj: KubeObject, ctx: CreateContext): Promise<Cr
     secret: {
       name: decision.secretName,
       resticRepository: withoutUserinfo(decision.resticRepository),
-      keys: [...new Set([...(sourceSecret.keys ?? REQUIRED_SOURCE_KEYS), 'RESTIC_REPOSITORY'])].sort(),
+      keys: [...new Set([...(sourceSecret.keys ?? REQUIRED_SOURCE_KEYS), 'RESTIC_REPOSITORY', ...(store.moverCa ? [CUSTOM_CA_KEY] : [])])].sort(),
     },
     sourceSecret,
     patch: decision.patch,

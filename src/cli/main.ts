@@ -91,7 +91,7 @@ export async function run(argv: string[], io: RunIo): Promise<number> {
   const [namespace, name] = parts as [string, string]
 
   // Loaded only now: the Kubernetes client and the AWS SDK take a while, and --help must not wait.
-  const [{ ConfigError, loadConfig }, { kubeConfigFromEnvironment }, { createBackupStore }, { CheckError, checkPvc, exitCodeFor }, { renderReport }] = await Promise.all([
+  const [{ ConfigError, loadConfig }, { kubeConfigFromEnvironment }, { createBackupStore, passwordSourceFor }, { CheckError, checkPvc, exitCodeFor }, { renderReport }] = await Promise.all([
     import('../config/load.js'),
     import('../kube/config.js'),
     import('../storage/index.js'),
@@ -122,7 +122,13 @@ export async function run(argv: string[], io: RunIo): Promise<number> {
     return EXIT.usage
   }
 
-  const store = createBackupStore(config.store)
+  // The repository password, as the service reads it: store.passwordFile, else RESTIC_PASSWORD of
+  // the source Secret with the caller's own rights (no right to read it: the store says "cannot tell").
+  const { ClusterClient } = await import('../kube/cluster-client.js')
+  const { passwordFromSecret } = await import('../storage/secret-password.js')
+  const client = new ClusterClient(kube.kubeConfig, { requestTimeoutMs: config.kube.requestTimeoutMs, fieldManager: 'smart-restore-check' })
+  const fromSecret = passwordFromSecret({ ...config.restore.sourceSecret, readSecretData: (ns, n) => client.readSecretData(ns, n) })
+  const store = createBackupStore(config.store, { password: passwordSourceFor(config, fromSecret) })
   try {
     const report = await checkPvc({ kubeConfig: kube.kubeConfig, store, config, namespace, name })
     io.stdout(values.json ? `${JSON.stringify(report, null, 2)}\n` : renderReport(report))

@@ -5,6 +5,7 @@
  */
 import { formatRetain, type CheckReport, type SourceSummary } from './check.js'
 import type { InFlightFinding } from '../inflight/types.js'
+import { snapshotTime } from '../decide/snapshot-text.js'
 
 const WIDTH = 15
 
@@ -16,6 +17,20 @@ function section(label: string, lines: string[]): string[] {
 /** Long hex runs (restic ids) shortened for reading: `ababab…`. */
 function shortIds(text: string): string {
   return text.replace(/\b[0-9a-f]{16,}\b/g, (hex) => `${hex.slice(0, 8)}…`)
+}
+
+/** Newest first, the one a CREATE would restore marked; at most 12 lines. */
+function snapshotLines(r: CheckReport): string[] {
+  const p = r.store.probe
+  if (p.state !== 'exists' || !p.restic) return []
+  const chosen = r.onCreate.location === p.location ? r.onCreate.snapshot?.id : undefined
+  const newestFirst = [...p.restic.snapshots].reverse()
+  const shown = newestFirst.slice(0, 12).map((s) => {
+    const extra = [s.hostname, s.tags.length ? `tags ${s.tags.join(',')}` : ''].filter(Boolean).join(', ')
+    return `${s.id === chosen ? '→' : ' '} ${s.id.slice(0, 8)}  ${snapshotTime(s)}  ${s.paths.join(', ') || '(no path)'}  (${extra})${s.id === chosen ? '  ← VolSync would restore this' : ''}`
+  })
+  if (newestFirst.length > shown.length) shown.push(`  … and ${newestFirst.length - shown.length} older`)
+  return shown
 }
 
 function ago(since: string | undefined, now: string): string {
@@ -68,8 +83,16 @@ export function renderReport(r: CheckReport): string {
   // Store
   const p = r.store.probe
   const probeText =
-    p.state === 'exists' ? `snapshot exists (${shortIds(p.detail)})` : p.state === 'none' ? `no snapshot (${p.detail})` : `cannot tell (${p.kind}): ${p.reason}`
-  out.push(...section('Backup store', [`${r.store.location}: ${probeText}`]))
+    p.state === 'exists'
+      ? p.restic
+        ? `${p.restic.total} snapshot(s), repository v${p.restic.version ?? '?'}`
+        : `snapshot exists (${shortIds(p.detail)}; which one VolSync restores is not checked in this probe mode)`
+      : p.state === 'none'
+        ? `no snapshot (${p.detail})`
+        : p.state === 'unreadable'
+          ? `cannot be read (${p.kind}): ${p.reason}`
+          : `cannot tell (${p.kind}): ${p.reason}`
+  out.push(...section('Backup store', [`${r.store.location}: ${probeText}`, ...snapshotLines(r)]))
 
   // On create
   const c = r.onCreate
@@ -77,6 +100,7 @@ export function renderReport(r: CheckReport): string {
   switch (c.outcome) {
     case 'restore':
       createLines.push(`restore → ${c.objects.filter((o) => o.kind === 'ReplicationDestination').map((o) => `ReplicationDestination ${o.name}`).join('')}, Secret ${c.secret?.name ?? ''}`)
+      if (c.snapshot) createLines.push(`snapshot ${c.snapshot.description}`)
       createLines.push(`from ${c.location}${c.restoreFrom ? ` (restore-from ${c.restoreFrom})` : ''}, RESTIC_REPOSITORY ${c.secret?.resticRepository ?? ''}`)
       if (c.sourceSecret) {
         const s = c.sourceSecret

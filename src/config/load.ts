@@ -12,6 +12,18 @@ import type { InFlightRule } from '../inflight/types.js'
 import { FIELD_RANGES, H_FIELD } from '../reconcile/schedule.js'
 import { defaultConfig, type BackupSourceConfig, type Config, type TierConfig } from './schema.js'
 
+/** A file setting must name a readable file whose content `check` accepts; it is read again when used. */
+function readableFile(path: string, field: string, check: (text: string) => string | undefined): void {
+  let text: string
+  try {
+    text = readFileSync(path, 'utf8')
+  } catch (err) {
+    throw new ConfigError(field, `cannot read ${path}: ${(err as NodeJS.ErrnoException).code ?? String(err)}`)
+  }
+  const problem = check(text)
+  if (problem) throw new ConfigError(field, `${path} ${problem}`)
+}
+
 export class ConfigError extends Error {
   constructor(
     readonly field: string,
@@ -43,6 +55,8 @@ const envOverrides: Array<[string, string, EnvType]> = [
   ['S3_FORCE_PATH_STYLE', 'store.s3.forcePathStyle', 'boolean'],
   ['S3_ACCESS_KEY_ID', 'store.s3.accessKeyId', 'string'],
   ['S3_SECRET_ACCESS_KEY', 'store.s3.secretAccessKey', 'string'],
+  ['S3_CA_BUNDLE', 'store.s3.caBundle', 'string'],
+  ['SMART_RESTORE_PASSWORD_FILE', 'store.passwordFile', 'string'],
   ['SMART_RESTORE_ON_UNKNOWN', 'onUnknown', 'string'],
   ['SMART_RESTORE_SOURCE_SECRET_NAMESPACE', 'restore.sourceSecret.namespace', 'string'],
   ['SMART_RESTORE_SOURCE_SECRET_NAME', 'restore.sourceSecret.name', 'string'],
@@ -268,10 +282,14 @@ export function validateConfig(input: unknown): Config {
   const excludedNamespaces = c.excludedNamespaces.map((n, i) => str(n, `excludedNamespaces[${i}]`)!)
 
   const store = obj(c.store, 'store')
-  rejectUnknown(store, 'store', ['type', 's3', 'local', 'keyTemplate', 'probe'])
+  rejectUnknown(store, 'store', ['type', 's3', 'local', 'keyTemplate', 'passwordFile', 'probe'])
   const type = oneOf(store.type, 'store.type', ['s3', 'local'] as const)
   const s3 = obj(store.s3, 'store.s3')
-  rejectUnknown(s3, 'store.s3', ['endpoint', 'region', 'bucket', 'forcePathStyle', 'accessKeyId', 'secretAccessKey'])
+  rejectUnknown(s3, 'store.s3', ['endpoint', 'region', 'bucket', 'forcePathStyle', 'caBundle', 'accessKeyId', 'secretAccessKey'])
+  const caBundle = str(s3.caBundle, 'store.s3.caBundle', { optional: true })
+  if (caBundle !== undefined) readableFile(caBundle, 'store.s3.caBundle', (text) => (/-----BEGIN CERTIFICATE-----/.test(text) ? undefined : 'holds no PEM certificate (-----BEGIN CERTIFICATE-----)'))
+  const passwordFile = str(store.passwordFile, 'store.passwordFile', { optional: true })
+  if (passwordFile !== undefined) readableFile(passwordFile, 'store.passwordFile', (text) => (text.trim() === '' ? 'is empty' : undefined))
   const endpoint = str(s3.endpoint, 'store.s3.endpoint', { allowEmpty: true })!
   if (endpoint !== '') {
     let u: URL
@@ -355,13 +373,15 @@ export function validateConfig(input: unknown): Config {
         region: str(s3.region, 'store.s3.region')!,
         bucket,
         forcePathStyle: bool(s3.forcePathStyle, 'store.s3.forcePathStyle'),
+        ...(caBundle !== undefined ? { caBundle } : {}),
         accessKeyId,
         secretAccessKey,
       },
       local: { directory: str(local.directory, 'store.local.directory')! },
       keyTemplate: validateTemplate(store.keyTemplate, 'store.keyTemplate', ['namespace', 'pvc']),
+      ...(passwordFile !== undefined ? { passwordFile } : {}),
       probe: {
-        mode: oneOf(probe.mode, 'store.probe.mode', ['list', 'head'] as const),
+        mode: oneOf(probe.mode, 'store.probe.mode', ['restic', 'list', 'head'] as const),
         headKeyTemplate: validateTemplate(probe.headKeyTemplate, 'store.probe.headKeyTemplate', ['namespace', 'pvc', 'key']),
         deadlineMs: int(probe.deadlineMs, 'store.probe.deadlineMs', 100, 25000),
         cacheTtlMs: int(probe.cacheTtlMs, 'store.probe.cacheTtlMs', 0, 600000),

@@ -33,7 +33,7 @@ export interface BackupSourceConfig {
   moverSecurityContext?: Record<string, unknown>
 }
 
-export type ProbeMode = 'list' | 'head'
+export type ProbeMode = 'restic' | 'list' | 'head'
 
 export interface S3StoreConfig {
   /** Endpoint URL the service and the VolSync movers use, e.g. http://minio.minio:9000. Empty = AWS. */
@@ -41,6 +41,13 @@ export interface S3StoreConfig {
   region: string
   bucket: string
   forcePathStyle: boolean
+  /**
+   * PEM file of the CA(s) that signed the endpoint's certificate (MinIO, TrueNAS, RustFS with their
+   * own CA). The service trusts it besides the system's roots, and every ReplicationSource and
+   * ReplicationDestination smart-restore writes gets it as VolSync `customCA`, from the per-PVC
+   * repository Secret. Read at startup.
+   */
+  caBundle?: string
   /** Credentials the service itself uses to probe; absent = the AWS SDK default chain (env, IRSA, ...). */
   accessKeyId?: string
   secretAccessKey?: string
@@ -53,8 +60,17 @@ export interface StoreConfig {
   local: { directory: string }
   /** Repository key of a PVC inside the bucket; placeholders {namespace} and {pvc}. */
   keyTemplate: string
+  /**
+   * File holding the repositories' RESTIC_PASSWORD, for probe mode restic. Absent: RESTIC_PASSWORD
+   * of restore.sourceSecret, read through the Kubernetes API (kept in memory, never logged).
+   */
+  passwordFile?: string
   probe: {
-    /** list: ListObjectsV2 `<key>/snapshots/` max-keys 1 (restic). head: HEAD `headKeyTemplate`. */
+    /**
+     * restic: list `<key>/snapshots/`, then open the repository and read the snapshots VolSync's
+     * mover would choose from (needs the password). list: ListObjectsV2 `<key>/snapshots/`
+     * max-keys 1, proves a snapshot file exists. head: HEAD `headKeyTemplate`, proves an object exists.
+     */
     mode: ProbeMode
     /** Key probed in head mode; placeholders {namespace}, {pvc}, {key}. */
     headKeyTemplate: string
@@ -159,7 +175,7 @@ export const defaultConfig: Config = {
     s3: { endpoint: '', region: 'us-east-1', bucket: '', forcePathStyle: true },
     local: { directory: '.dev/backups' },
     keyTemplate: '{namespace}/{pvc}',
-    probe: { mode: 'list', headKeyTemplate: '{key}', deadlineMs: 3000, cacheTtlMs: 10000 },
+    probe: { mode: 'restic', headKeyTemplate: '{key}', deadlineMs: 3000, cacheTtlMs: 10000 },
   },
   onUnknown: 'deny',
   restore: {

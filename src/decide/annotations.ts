@@ -24,6 +24,8 @@ export const ANNOTATION = {
   decision: 'decision',
   restoreSource: 'restore-source',
   replicationDestination: 'replication-destination',
+  /** The snapshot the restore restores (restic mode): `<short id> of <path> taken <time>`. */
+  restoreSnapshot: 'restore-snapshot',
   checked: 'checked-location',
   /** Why the reconciler is not backing the PVC up (set while it refuses, removed once it attaches). */
   attention: 'attention',

@@ -16,7 +16,10 @@ import { DNS1123_LABEL, DNS1123_SUBDOMAIN } from '../engines/name-syntax.js'
 import { repositorySecretName, restoreDestinationName } from '../engines/names.js'
 import { buildReplicationDestination, VOLSYNC_GROUP, type ReplicationDestination, type RestoreOptions } from '../engines/volsync.js'
 import { expandTemplate, type ProbeResult } from '../storage/types.js'
+import type { Snapshot } from '../storage/restic/format.js'
 import { ANNOTATION, annotationKey } from './annotations.js'
+import { selectSnapshot } from './select-snapshot.js'
+import { describeSnapshot, noEligibleMessage } from './snapshot-text.js'
 
 export type SkipReason =
   | 'not-a-pvc-create'
@@ -221,6 +224,8 @@ export interface RestoreDecision {
   /** Name of the per-PVC repository Secret; its data is filled from the source Secret at execution. */
   secretName: string
   resticRepository: string
+  /** The snapshot VolSync will restore (restic probe mode); absent in list/head modes, which cannot tell. */
+  snapshot?: Snapshot
   patch: JsonPatchOperation[]
   warnings: string[]
   auditAnnotations: Record<string, string>
@@ -266,11 +271,57 @@ function unknownDenial(target: ProbeTarget, probe: Extract<ProbeResult, { state:
   }
 }
 
+/** Where the repository password comes from, as denials name it. */
+export function passwordSourceName(config: Config): string {
+  const { namespace, name } = config.restore.sourceSecret
+  return config.store.passwordFile ? `the file ${config.store.passwordFile} (store.passwordFile)` : `RESTIC_PASSWORD of Secret ${namespace}/${name} (restore.sourceSecret)`
+}
+
+function unreadableDenial(target: ProbeTarget, probe: Extract<ProbeResult, { state: 'unreadable' }>, config: Config): Denial {
+  const skipKey = annotationKey(config, ANNOTATION.skipRestore)
+  const what =
+    probe.kind === 'password'
+      ? `${passwordSourceName(config)} does not open it`
+      : probe.kind === 'corrupt'
+        ? 'a file of it does not authenticate or is not what restic writes'
+        : 'it is not a complete restic repository'
+  return {
+    action: 'deny',
+    code: 500,
+    reason: 'InternalError',
+    cause: `repository-unreadable-${probe.kind}`,
+    message:
+      `${probe.location} holds backups of ${target.namespace}/${target.pvcName}, but ${what}: ${probe.reason}. ` +
+      `VolSync's mover would fail the same way and leave the PVC Pending, so it was not created. ` +
+      (probe.kind === 'password' ? `Put the repository's password in ${passwordSourceName(config)} and retry` : `Check the repository with \`restic check\` and retry`) +
+      `; to create it empty on purpose, annotate it ${skipKey}: "<reason>".`,
+  }
+}
+
 /** What a probe answer means for this PVC, before anything is built: restore, start empty (checked or not), or deny. */
-export type ProbeVerdict = { action: 'restore' } | { action: 'fresh'; verified: boolean } | Denial
+export type ProbeVerdict =
+  /** `snapshot`: the one VolSync will restore, when the probe read the repository (restic mode). */
+  | { action: 'restore'; snapshot?: Snapshot }
+  | { action: 'fresh'; verified: boolean }
+  | Denial
 
 export function probeVerdict(target: ProbeTarget, probe: ProbeResult, config: Config): ProbeVerdict {
-  if (probe.state === 'exists') return { action: 'restore' }
+  if (probe.state === 'exists') {
+    if (!probe.restic) return { action: 'restore' } // list/head mode: a snapshot file exists, which one is not known
+    const outcome = selectSnapshot(probe.restic.snapshots, target.options)
+    if (outcome.selected) return { action: 'restore', snapshot: outcome.selected }
+    return invalid(
+      `no-eligible-snapshot-${outcome.why ?? 'no-data-path'}`,
+      noEligibleMessage(outcome, {
+        location: probe.location,
+        total: probe.restic.total,
+        snapshots: probe.restic.snapshots,
+        selection: target.options,
+        keys: { asOf: annotationKey(config, ANNOTATION.restoreAsOf), previous: annotationKey(config, ANNOTATION.restorePrevious), skip: annotationKey(config, ANNOTATION.skipRestore) },
+      }),
+    )
+  }
+  if (probe.state === 'unreadable') return unreadableDenial(target, probe, config)
   if (probe.state === 'none') {
     if (!target.restoreFrom) return { action: 'fresh', verified: true }
     // An explicit request to restore from somewhere that has nothing is a mistake, not a fresh start.
@@ -282,14 +333,14 @@ export function probeVerdict(target: ProbeTarget, probe: ProbeResult, config: Co
 }
 
 /** Second half of the decision: the probe's verdict, with the objects and the patch it takes. */
-export function decideAfterProbe(target: ProbeTarget, probe: ProbeResult, repo: RepositoryAddress, config: Config): CreateDecision {
+export function decideAfterProbe(target: ProbeTarget, probe: ProbeResult, repo: RepositoryAddress, config: Config, nowMs: number = Date.now()): CreateDecision {
   const verdict = probeVerdict(target, probe, config)
   if (verdict.action === 'deny') return verdict
   const decisionKey = annotationKey(config, ANNOTATION.decision)
   const checkedKey = annotationKey(config, ANNOTATION.checked)
   const from = target.restoreFrom ? `${target.restoreFrom.namespace}/${target.restoreFrom.pvc}` : undefined
 
-  if (probe.state === 'exists') {
+  if (verdict.action === 'restore' && probe.state === 'exists') {
     const secretName = repositorySecretName(target.pvcName, target.restoreFrom ? target.repositoryKey : undefined)
     const destination = buildReplicationDestination({
       config,
@@ -301,23 +352,30 @@ export function decideAfterProbe(target: ProbeTarget, probe: ProbeResult, repo: 
       location: probe.location,
       options: target.options,
     })
-    const annotations = {
+    const snapshot = verdict.snapshot ? describeSnapshot(verdict.snapshot, nowMs) : undefined
+    const annotations: Record<string, string> = {
       [decisionKey]: 'restore',
       [annotationKey(config, ANNOTATION.restoreSource)]: probe.location,
       [annotationKey(config, ANNOTATION.replicationDestination)]: destination.metadata.name,
     }
+    // Without the age: an annotation is a record, and "(5h ago)" is only true for a moment.
+    if (snapshot) annotations[annotationKey(config, ANNOTATION.restoreSnapshot)] = snapshot.replace(/ \([^)]*\)$/, '')
     const pointInTime = [
       target.options.restoreAsOf !== undefined ? `as of ${target.options.restoreAsOf}` : '',
       target.options.previous !== undefined ? `${target.options.previous} before newest` : '',
     ].filter(Boolean)
+    // List and head modes only know that a snapshot file exists, not which one the mover will take.
+    const what = snapshot ? `snapshot ${snapshot} ` : ''
+    const unchecked = snapshot ? '' : `; which snapshot VolSync restores is not checked (probe.mode=${config.store.probe.mode})`
     return {
       action: 'restore',
       destination,
       secretName,
       resticRepository: repo.resticRepository,
+      ...(verdict.snapshot ? { snapshot: verdict.snapshot } : {}),
       patch: patchFor(target.pvc, annotations, { apiGroup: VOLSYNC_GROUP, kind: 'ReplicationDestination', name: destination.metadata.name }, target.labelsToAdd),
-      warnings: [`smart-restore: restoring from ${probe.location}${pointInTime.length ? ` (${pointInTime.join(', ')})` : ''}`],
-      auditAnnotations: { decision: 'restore', source: probe.location, ...(from ? { 'restore-from': from } : {}) },
+      warnings: [`smart-restore: restoring ${what}from ${probe.location}${pointInTime.length ? ` (${pointInTime.join(', ')})` : ''}${unchecked}`],
+      auditAnnotations: { decision: 'restore', source: probe.location, ...(verdict.snapshot ? { snapshot: verdict.snapshot.id } : {}), ...(from ? { 'restore-from': from } : {}) },
     }
   }
 
@@ -332,6 +390,7 @@ export function decideAfterProbe(target: ProbeTarget, probe: ProbeResult, repo: 
   }
 
   // Unknown, and onUnknown=fresh lets it start empty (the verdict denied every other unknown).
+  if (probe.state !== 'unknown') throw new Error(`unreachable: verdict ${verdict.action} on probe state ${probe.state}`)
   return {
     action: 'fresh',
     verified: false,

@@ -91,6 +91,7 @@ export function buildReplicationDestination(args: {
   if (r.moverSecurityContext) restic.moverSecurityContext = r.moverSecurityContext
   if (options.restoreAsOf !== undefined) restic.restoreAsOf = options.restoreAsOf
   if (options.previous !== undefined) restic.previous = options.previous
+  if (usesCustomCa(config)) restic.customCA = customCaRef(args.repositorySecret)
   return {
     apiVersion: 'volsync.backube/v1alpha1',
     kind: 'ReplicationDestination',
@@ -107,6 +108,22 @@ export function buildReplicationDestination(args: {
   }
 }
 
+/** Key of the per-PVC repository Secret that carries store.s3.caBundle for the movers. */
+export const CUSTOM_CA_KEY = 'smart-restore-ca.crt'
+
+/**
+ * VolSync's `restic.customCA`: the movers trust the CA the service trusts. VolSync reads it in the
+ * PVC's namespace, so it lives in the per-PVC repository Secret, under a key of its own.
+ */
+export function customCaRef(repositorySecret: string): { secretName: string; key: string } {
+  return { secretName: repositorySecret, key: CUSTOM_CA_KEY }
+}
+
+/** Does the store's endpoint need a private CA (store.s3.caBundle) that the movers must be told about? */
+export function usesCustomCa(config: Config): boolean {
+  return config.store.type === 's3' && Boolean(config.store.s3.caBundle)
+}
+
 /** Keys of the source Secret that the movers need; the rest of the source Secret is copied too. */
 export const REQUIRED_SOURCE_KEYS = ['RESTIC_PASSWORD'] as const
 
@@ -121,6 +138,8 @@ export function buildRepositorySecret(args: {
   name: string
   resticRepository: string
   sourceData: Record<string, string>
+  /** PEM of store.s3.caBundle, for the movers' customCA. */
+  caBundle?: string
 }): RepositorySecret {
   return {
     apiVersion: 'v1',
@@ -132,7 +151,7 @@ export function buildRepositorySecret(args: {
       annotations: { [annotationKey(args.config, ANNOTATION.pvc)]: args.pvcName },
     },
     type: 'Opaque',
-    stringData: { ...args.sourceData, RESTIC_REPOSITORY: args.resticRepository },
+    stringData: { ...args.sourceData, RESTIC_REPOSITORY: args.resticRepository, ...(args.caBundle ? { [CUSTOM_CA_KEY]: args.caBundle } : {}) },
   }
 }
 
@@ -194,6 +213,7 @@ export const SOURCE_RESTIC_FIELDS = [
   'cacheStorageClassName',
   'moverServiceAccount',
   'moverSecurityContext',
+  'customCA',
 ] as const
 
 /**
@@ -237,6 +257,7 @@ export function buildReplicationSource(args: {
   if (settings.cacheStorageClassName) restic.cacheStorageClassName = settings.cacheStorageClassName
   if (settings.moverServiceAccount) restic.moverServiceAccount = settings.moverServiceAccount
   if (settings.moverSecurityContext) restic.moverSecurityContext = structuredClone(settings.moverSecurityContext)
+  if (usesCustomCa(config)) restic.customCA = customCaRef(args.repositorySecret)
 
   const source: ReplicationSource = {
     apiVersion: 'volsync.backube/v1alpha1',

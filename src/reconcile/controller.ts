@@ -202,7 +202,7 @@ export class BackupReconciler {
         const data = await cluster.readSecretData(source.namespace, source.name)
         const missing = REQUIRED_SOURCE_KEYS.filter((k) => !data[k])
         if (missing.length) throw new Error(`source Secret ${source.namespace}/${source.name} lacks ${missing.join(', ')}`)
-        const secret = buildRepositorySecret({ config, namespace: pvc.namespace, pvcName: pvc.name, name: step.secretName, resticRepository: store.resticRepository(step.repositoryKey), sourceData: data })
+        const secret = buildRepositorySecret({ config, namespace: pvc.namespace, pvcName: pvc.name, name: step.secretName, resticRepository: store.resticRepository(step.repositoryKey), sourceData: data, caBundle: store.moverCa })
         // The Secret first (the source reads it); owned by the PVC so it goes with it.
         await cluster.ensureSecret({ ...secret, metadata: { ...secret.metadata, ownerReferences: [ownerReferenceTo(pvcOwnerReference(pvc))] } } as Parameters<ClusterClient['ensureSecret']>[0])
         const cached = this.deps.cache.get(SOURCES_SPEC_ID, pvc.namespace, step.source.metadata.name)

@@ -28,6 +28,7 @@ import {
 } from '../engines/volsync.js'
 import type { KubeObject } from '../inflight/types.js'
 import { trimSlashes } from '../storage/common.js'
+import { selectSnapshot } from '../decide/select-snapshot.js'
 import type { ProbeResult } from '../storage/types.js'
 import type { EventSpec, PvcState, ReconcileInput, ReconcilePlan, ReconcileStep } from './types.js'
 
@@ -42,6 +43,10 @@ export const COUNTER = {
   foreignObject: 'foreign_object',
   refusedExistingBackup: 'refused_existing_backup',
   storeUnknown: 'store_unknown',
+  /** The repository holds snapshots, but none VolSync would restore (another tool's, or a shared one). */
+  refusedForeignSnapshots: 'refused_foreign_snapshots',
+  /** The repository holds snapshots the configured password does not open, or a damaged file. */
+  repositoryUnreadable: 'repository_unreadable',
   /** Attached over existing backups because a human acknowledged it: worth seeing on a dashboard. */
   backupOverExisting: 'backup_over_existing_acknowledged',
 } as const
@@ -188,14 +193,48 @@ export function reconcilePvc(input: ReconcileInput, config: Config): ReconcilePl
   const probe = input.probe
   if (probe.state === 'none') return attach(`no backup at ${probe.location} (${probe.detail})`, probe.location)
 
-  if (probe.state === 'exists') {
-    const message =
-      `backups exist at ${probe.location}; not attaching a backup source over them: restore, ` +
-      `or acknowledge with ${annotationKey(config, ANNOTATION.backupOverExisting)}="<reason>"`
+  const ackKey = annotationKey(config, ANNOTATION.backupOverExisting)
+  const refuse = (reason: string, message: string, counter: string, summary: string, requeueAfterMs?: number): ReconcilePlan => {
     if (pvc.annotations[attentionKey] !== message) steps.push({ kind: 'annotate-pvc', annotations: { [attentionKey]: message } })
-    events.push({ type: 'Warning', reason: 'RefusedToAttach', message })
-    counters.push(COUNTER.refusedExistingBackup)
-    return done(`refused to attach: backups exist at ${probe.location} and the PVC was not restored from them`)
+    events.push({ type: 'Warning', reason, message })
+    counters.push(counter)
+    return done(summary, requeueAfterMs === undefined ? {} : { requeueAfterMs })
+  }
+
+  if (probe.state === 'exists') {
+    // Restic mode read the repository: "existing data" is a snapshot VolSync would restore. A
+    // repository of only foreign snapshots is still refused (VolSync's retention would prune them
+    // by host and path), but it is named as what it is. List/head modes cannot tell them apart.
+    const selected = probe.restic ? selectSnapshot(probe.restic.snapshots) : undefined
+    if (selected && !selected.selected) {
+      const paths = [...new Set(probe.restic!.snapshots.flatMap((s) => s.paths))].slice(0, 5).join(', ') || '(none)'
+      return refuse(
+        'RefusedToAttach',
+        `${probe.location} holds ${probe.restic!.total} snapshot(s), none of /data (paths ${paths}): not smart-restore's or VolSync's backups of this PVC; ` +
+          `not attaching a backup source into that repository. Give the PVC its own repository, or acknowledge with ${ackKey}="<reason>"`,
+        COUNTER.refusedForeignSnapshots,
+        `refused to attach: ${probe.location} holds only snapshots VolSync would not restore (paths ${paths})`,
+      )
+    }
+    const which = selected?.selected ? ` (newest restorable: ${selected.selected.id.slice(0, 8)} of ${selected.selected.time})` : ''
+    return refuse(
+      'RefusedToAttach',
+      `backups exist at ${probe.location}${which}; not attaching a backup source over them: restore, or acknowledge with ${ackKey}="<reason>"`,
+      COUNTER.refusedExistingBackup,
+      `refused to attach: backups exist at ${probe.location} and the PVC was not restored from them`,
+    )
+  }
+
+  if (probe.state === 'unreadable') {
+    // Snapshots are there but cannot be read: they may well be this PVC's data. Not a retry loop:
+    // a human must fix the password or the repository; the resync looks again.
+    return refuse(
+      'RepositoryUnreadable',
+      `${probe.location} holds snapshots that cannot be read (${probe.kind}): ${probe.reason}; not attaching a backup source over them. ` +
+        `Fix the repository password or the repository, or acknowledge with ${ackKey}="<reason>"`,
+      COUNTER.repositoryUnreadable,
+      `refused to attach: ${probe.location} cannot be read (${probe.kind})`,
+    )
   }
 
   events.push({

@@ -3,10 +3,11 @@
  *
  * The apiserver retries, both webhooks (mutate, then validate) ask about the same PVC, and a
  * `kubectl apply` of many PVCs arrives at once: concurrent probes of a key share one underlying
- * probe, and an `exists`/`none` answer is reused for the TTL. `unknown` is never kept, so the next
- * admission attempt really asks again.
+ * probe, and an `exists`/`none`/`unreadable` answer is reused for the TTL. `unknown` is never kept,
+ * so the next admission attempt really asks again. In restic mode the answer depends on what was
+ * asked (restore-as-of, previous), so that is part of the cache key.
  */
-import type { BackupStore, LockResult, ProbeResult } from './types.js'
+import type { BackupStore, LockResult, ProbeOptions, ProbeResult } from './types.js'
 
 export interface CachedStoreOptions {
   /** How long an `exists`/`none` answer is reused; 0 disables the cache (single-flight stays). */
@@ -38,19 +39,24 @@ export class CachedStore implements BackupStore {
     this.maxEntries = opts.maxEntries ?? 10_000
   }
 
-  probe(key: string): Promise<ProbeResult> {
-    const cached = this.answers.get(key)
+  probe(key: string, options: ProbeOptions = {}): Promise<ProbeResult> {
+    const id = `${key}\0${options.restoreAsOf ?? ''}\0${options.previous ?? ''}\0${options.readAll ? 'all' : ''}`
+    const cached = this.answers.get(id)
     if (cached) {
       if (this.now() < cached.expiresAt) return Promise.resolve({ ...cached.result })
-      this.answers.delete(key)
+      this.answers.delete(id)
     }
-    let shared = this.inFlight.get(key)
+    let shared = this.inFlight.get(id)
     if (!shared) {
-      shared = this.probeOnce(key)
-      this.inFlight.set(key, shared)
+      shared = this.probeOnce(id, key, options)
+      this.inFlight.set(id, shared)
     }
     // Each caller gets its own copy: one caller editing its result must not change another's.
     return shared.then((r) => ({ ...r }))
+  }
+
+  get moverCa(): string | undefined {
+    return this.inner.moverCa
   }
 
   location(key: string): string {
@@ -72,20 +78,20 @@ export class CachedStore implements BackupStore {
     this.inner.close()
   }
 
-  private async probeOnce(key: string): Promise<ProbeResult> {
+  private async probeOnce(id: string, key: string, options: ProbeOptions): Promise<ProbeResult> {
     let result: ProbeResult
     try {
-      result = await this.inner.probe(key)
+      result = await this.inner.probe(key, options)
     } catch (err) {
       // The contract says stores never throw; if one does, it is still only "unknown".
       result = { state: 'unknown', location: this.safeLocation(key), kind: 'other', reason: `backup probe failed: ${String(err)}` }
     }
     if (result.state !== 'unknown' && this.ttlMs > 0) {
       if (this.answers.size >= this.maxEntries) this.evict()
-      this.answers.set(key, { result, expiresAt: this.now() + this.ttlMs })
+      this.answers.set(id, { result, expiresAt: this.now() + this.ttlMs })
     }
     // Removed only once the answer is stored, so no caller slips between the two and probes again.
-    this.inFlight.delete(key)
+    this.inFlight.delete(id)
     return result
   }
 

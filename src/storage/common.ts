@@ -4,6 +4,15 @@
 import type { StoreConfig } from '../config/schema.js'
 import { expandTemplate, type ProbeResult, type UnknownKind } from './types.js'
 
+/** The fields a clear answer logs: its state and detail, and in restic mode how much was read. */
+export function probeFields(result: Extract<ProbeResult, { state: 'exists' | 'none' }>): object {
+  if (result.state === 'exists' && result.restic) {
+    const { total, complete, version, snapshots } = result.restic
+    return { state: result.state, snapshots: total, read: snapshots.length, complete, repositoryVersion: version }
+  }
+  return { state: result.state, detail: result.detail }
+}
+
 /** The subset of a pino logger the stores use, so tests and callers can pass anything pino-like. */
 export interface StoreLogger {
   debug(obj: object, msg?: string): void

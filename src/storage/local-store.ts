@@ -2,19 +2,27 @@
  * The same question against a directory laid out like the bucket (`<dir>/<key>/snapshots/<id>`),
  * for demos and single-node use; it is also what a restic local repository looks like.
  */
-import { opendir, readdir, stat } from 'node:fs/promises'
+import { open, opendir, readdir, stat } from 'node:fs/promises'
 import { join, resolve, sep } from 'node:path'
 import type { StoreConfig } from '../config/schema.js'
-import type { BackupStore, LockResult, ProbeResult, UnknownKind } from './types.js'
-import { headKeyFor, normalizeKey, silentLogger, trimSlashes, unknown, withDeadline, type StoreLogger } from './common.js'
+import type { BackupStore, LockResult, ProbeOptions, ProbeResult, UnknownKind } from './types.js'
+import { headKeyFor, normalizeKey, probeFields, silentLogger, trimSlashes, unknown, withDeadline, type StoreLogger } from './common.js'
+import { probeResticRepository, type PasswordSource } from './restic-probe.js'
+import type { ListedObject, RepositoryObjects } from './restic/objects.js'
+import { ResticReader } from './restic/reader.js'
 
 export interface LocalDirectoryStoreOptions {
   logger?: StoreLogger
+  /** RESTIC_PASSWORD of the repositories, for probe mode restic. */
+  password?: PasswordSource
 }
 
 export class LocalDirectoryStore implements BackupStore {
   private readonly root: string
   private readonly log: StoreLogger
+  private readonly password?: PasswordSource
+  /** Master keys and decrypted snapshots, kept across probes (restic mode). */
+  readonly reader = new ResticReader()
 
   constructor(
     private readonly cfg: StoreConfig,
@@ -22,6 +30,7 @@ export class LocalDirectoryStore implements BackupStore {
   ) {
     this.root = resolve(cfg.local.directory)
     this.log = opts.logger ?? silentLogger
+    this.password = opts.password
   }
 
   location(key: string): string {
@@ -34,23 +43,57 @@ export class LocalDirectoryStore implements BackupStore {
 
   close(): void {}
 
-  async probe(key: string): Promise<ProbeResult> {
+  async probe(key: string, options: ProbeOptions = {}): Promise<ProbeResult> {
     const location = this.location(key)
     const started = Date.now()
     // A hung network file system must not hold the admission past its budget either.
     const result = await withDeadline(
-      () => this.look(key, location),
+      () => this.look(key, location, options),
       this.cfg.probe.deadlineMs,
       () => unknown(location, 'timeout', `the backup directory did not answer within the ${this.cfg.probe.deadlineMs} ms deadline`),
       (err) => unknown(location, 'other', `cannot read the backup directory: ${codeOf(err) ?? String(err)}`),
     )
     const fields = { key, location, mode: this.cfg.probe.mode, ms: Date.now() - started }
     if (result.state === 'unknown') this.log.warn({ ...fields, kind: result.kind, reason: result.reason }, 'backup probe inconclusive')
-    else this.log.debug({ ...fields, state: result.state, detail: result.detail }, 'backup probe answered')
+    else if (result.state === 'unreadable') this.log.warn({ ...fields, kind: result.kind, reason: result.reason }, 'backup repository unreadable')
+    else this.log.debug({ ...fields, ...probeFields(result) }, 'backup probe answered')
     return result
   }
 
-  private async look(key: string, location: string): Promise<ProbeResult> {
+  /** A repository directory's files (restic's local backend has the bucket's layout). */
+  private objects(k: string): RepositoryObjects {
+    return {
+      list: async (dir) => {
+        let names: string[]
+        try {
+          names = await readdir(this.inside(`${k}/${dir}`))
+        } catch (err) {
+          if (codeOf(err) === 'ENOENT') return []
+          throw err
+        }
+        const found: ListedObject[] = []
+        for (const name of names) {
+          // restic's local backend writes `<id>-tmp-<n>` first and renames: not a file yet.
+          if (name.startsWith('.') || name.includes('-tmp-')) continue
+          const st = await stat(this.inside(`${k}/${dir}/${name}`)).catch(() => null)
+          if (st?.isFile()) found.push({ name, lastModifiedMs: st.mtimeMs, size: st.size })
+        }
+        return found
+      },
+      get: async (path, maxBytes) => {
+        const file = await open(this.inside(`${k}/${path}`), 'r')
+        try {
+          const { size } = await file.stat()
+          if (size > maxBytes) throw new Error(`${path} is ${size} bytes, more than the ${maxBytes} a restic ${path.split('/')[0]} file can be`)
+          return await file.readFile()
+        } finally {
+          await file.close()
+        }
+      },
+    }
+  }
+
+  private async look(key: string, location: string, options: ProbeOptions): Promise<ProbeResult> {
     const k = normalizeKey(key)
     if (typeof k !== 'string') return unknown(location, 'other', `cannot probe: ${k.invalid}`)
 
@@ -76,6 +119,8 @@ export class LocalDirectoryStore implements BackupStore {
         return fsUnknown(location, err, file)
       }
     }
+
+    if (this.cfg.probe.mode === 'restic') return probeResticRepository(location, this.objects(k), options, this.reader, this.password)
 
     const dir = this.inside(`${k}/snapshots`)
     try {

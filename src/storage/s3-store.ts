@@ -7,7 +7,9 @@
  */
 import { Agent as HttpAgent } from 'node:http'
 import { Agent as HttpsAgent } from 'node:https'
+import { rootCertificates } from 'node:tls'
 import {
+  GetObjectCommand,
   HeadBucketCommand,
   HeadObjectCommand,
   ListObjectsV2Command,
@@ -15,14 +17,24 @@ import {
   type S3ClientConfig,
 } from '@aws-sdk/client-s3'
 import type { StoreConfig } from '../config/schema.js'
-import type { BackupStore, LockResult, ProbeResult, UnknownKind } from './types.js'
-import { headKeyFor, normalizeKey, silentLogger, trimSlashes, unknown, withDeadline, type StoreLogger } from './common.js'
+import type { BackupStore, LockResult, ProbeOptions, ProbeResult, UnknownKind } from './types.js'
+import { headKeyFor, normalizeKey, probeFields, silentLogger, trimSlashes, unknown, withDeadline, type StoreLogger } from './common.js'
+import { probeResticRepository, type PasswordSource } from './restic-probe.js'
+import { ResticReader } from './restic/reader.js'
+import type { ListedObject, RepositoryObjects } from './restic/objects.js'
 
 export interface S3BackupStoreOptions {
   logger?: StoreLogger
   /** SDK attempts per probe (first try + retries), all inside the deadline. Default 3. */
   maxAttempts?: number
+  /** RESTIC_PASSWORD of the repositories, for probe mode restic. */
+  password?: PasswordSource
+  /** Extra CA certificates (PEM) to trust for the endpoint: store.s3.caBundle's content. */
+  caBundle?: string
 }
+
+/** Pages of 1,000 keys read from one listing of `snapshots/` or `keys/`: 20,000 snapshots. */
+const MAX_LIST_PAGES = 20
 
 /** How long a successful HeadBucket vouches for the bucket in head mode. */
 const BUCKET_CHECK_TTL_MS = 5 * 60_000
@@ -74,6 +86,10 @@ export class S3BackupStore implements BackupStore {
   private readonly bucket: string
   private readonly deadlineMs: number
   private bucketVerifiedAt = -Infinity
+  private readonly password?: PasswordSource
+  readonly moverCa?: string
+  /** Master keys and decrypted snapshots, kept across probes (restic mode). */
+  readonly reader = new ResticReader()
 
   constructor(
     private readonly cfg: StoreConfig,
@@ -82,6 +98,8 @@ export class S3BackupStore implements BackupStore {
     this.log = opts.logger ?? silentLogger
     this.bucket = cfg.s3.bucket
     this.deadlineMs = cfg.probe.deadlineMs
+    this.password = opts.password
+    if (opts.caBundle) this.moverCa = opts.caBundle
     const { accessKeyId, secretAccessKey } = cfg.s3
     // Per-attempt limits sit below the deadline so a hung connection is abandoned and retried on a
     // fresh one while there is still time; the deadline itself bounds the sum of all attempts.
@@ -89,6 +107,8 @@ export class S3BackupStore implements BackupStore {
     const requestTimeout = Math.max(50, Math.floor((this.deadlineMs * 2) / 3))
     // As many idle sockets as active ones: a burst of probes must not close and reopen connections.
     const agentOptions = { keepAlive: true, maxSockets: 16, maxFreeSockets: 16 }
+    // A private CA adds to the system's roots (Node's `ca` replaces them, hence the concatenation).
+    const httpsOptions = opts.caBundle ? { ...agentOptions, ca: [...rootCertificates, opts.caBundle] } : agentOptions
     const config: S3ClientConfig = {
       region: cfg.s3.region || 'us-east-1',
       forcePathStyle: cfg.s3.forcePathStyle,
@@ -99,7 +119,7 @@ export class S3BackupStore implements BackupStore {
         // Without it the handler only logs a warning when requestTimeout passes.
         throwOnRequestTimeout: true,
         httpAgent: new HttpAgent(agentOptions),
-        httpsAgent: new HttpsAgent(agentOptions),
+        httpsAgent: new HttpsAgent(httpsOptions),
       },
     }
     if (cfg.s3.endpoint) config.endpoint = cfg.s3.endpoint
@@ -126,14 +146,19 @@ export class S3BackupStore implements BackupStore {
     this.client.destroy()
   }
 
-  async probe(key: string): Promise<ProbeResult> {
+  async probe(key: string, options: ProbeOptions = {}): Promise<ProbeResult> {
     const location = this.location(key)
     const trace: Trace = { attempts: 0 }
     const started = Date.now()
     const result = await withDeadline(
       (signal) => {
         trace.signal = signal
-        return this.cfg.probe.mode === 'head' ? this.probeHead(key, location, trace) : this.probeList(key, location, trace)
+        const mode = this.cfg.probe.mode
+        if (mode === 'head') return this.probeHead(key, location, trace)
+        if (mode === 'list') return this.probeList(key, location, trace)
+        const k = normalizeKey(key)
+        if (typeof k !== 'string') return Promise.resolve(unknown(location, 'other', `cannot probe: ${k.invalid}`))
+        return probeResticRepository(location, this.objects(k, trace), options, this.reader, this.password, signal)
       },
       this.deadlineMs,
       () => this.deadlineResult(location, trace),
@@ -141,8 +166,44 @@ export class S3BackupStore implements BackupStore {
     )
     const fields = { key, location, mode: this.cfg.probe.mode, attempts: trace.attempts, ms: Date.now() - started }
     if (result.state === 'unknown') this.log.warn({ ...fields, kind: result.kind, reason: result.reason, error: describe(trace.lastError) }, 'backup probe inconclusive')
-    else this.log.debug({ ...fields, state: result.state, detail: result.detail }, 'backup probe answered')
+    else if (result.state === 'unreadable') this.log.warn({ ...fields, kind: result.kind, reason: result.reason }, 'backup repository unreadable')
+    else this.log.debug({ ...fields, ...probeFields(result) }, 'backup probe answered')
     return result
+  }
+
+  /** One repository's files through this store's client, every request traced like the probe's. */
+  private objects(k: string, trace: Trace): RepositoryObjects {
+    return {
+      list: async (dir, signal) => {
+        const prefix = `${k}/${dir}/`
+        const found: ListedObject[] = []
+        let ContinuationToken: string | undefined
+        for (let page = 0; page < MAX_LIST_PAGES; page++) {
+          const out = await this.client.send(this.traced(new ListObjectsV2Command({ Bucket: this.bucket, Prefix: prefix, ContinuationToken }), trace), { abortSignal: signal })
+          if (out.KeyCount === undefined && out.Name === undefined && out.Prefix === undefined && out.IsTruncated === undefined) {
+            throw Object.assign(new Error('S3 answered 200 to ListObjectsV2 with something that is not a bucket listing'), { name: 'SyntaxError' })
+          }
+          for (const o of out.Contents ?? []) {
+            if (!o.Key?.startsWith(prefix)) throw Object.assign(new Error(`S3 listed "${o.Key}" for prefix "${prefix}"`), { name: 'SyntaxError' })
+            const name = o.Key.slice(prefix.length)
+            if (name && !name.includes('/')) found.push({ name, lastModifiedMs: o.LastModified?.getTime() ?? 0, size: o.Size ?? 0 })
+          }
+          if (!out.IsTruncated || !out.NextContinuationToken) return found
+          ContinuationToken = out.NextContinuationToken
+        }
+        return found
+      },
+      get: async (path, maxBytes, signal) => {
+        const out = await this.client.send(this.traced(new GetObjectCommand({ Bucket: this.bucket, Key: `${k}/${path}` }), trace), { abortSignal: signal })
+        if ((out.ContentLength ?? 0) > maxBytes) {
+          ;(out.Body as { destroy?: () => void } | undefined)?.destroy?.()
+          throw new Error(`${path} is ${out.ContentLength} bytes, more than the ${maxBytes} a restic ${path.split('/')[0]} file can be`)
+        }
+        const body = await out.Body?.transformToByteArray()
+        if (!body) throw Object.assign(new Error(`S3 sent no body for ${path}`), { name: 'SyntaxError' })
+        return body
+      },
+    }
   }
 
   private async probeList(key: string, location: string, trace: Trace): Promise<ProbeResult> {

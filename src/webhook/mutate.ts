@@ -59,6 +59,7 @@ async function setUpRestore(decision: RestoreDecision, deps: WebhookDeps, pvcNam
     name: decision.secretName,
     resticRepository: decision.resticRepository,
     sourceData,
+    caBundle: deps.store.moverCa,
   })
   const made: string[] = []
   try {
@@ -90,11 +91,12 @@ export async function handleMutate(req: AdmissionRequest, deps: WebhookDeps, cal
   if (plan.action === 'deny') return denied(req.uid, plan)
 
   const started = performance.now()
-  const probe = await store.probe(plan.repositoryKey)
+  // The restore options go with the probe: in restic mode it reads the snapshots they select.
+  const probe = await store.probe(plan.repositoryKey, plan.options)
   const probeInfo = {
     state: probe.state,
     location: probe.location,
-    kind: probe.state === 'unknown' ? probe.kind : undefined,
+    kind: probe.state === 'unknown' || probe.state === 'unreadable' ? probe.kind : undefined,
     ms: Math.round(performance.now() - started),
   }
   const decision = decideAfterProbe(plan, probe, { resticRepository: store.resticRepository(plan.repositoryKey) }, config)
@@ -123,6 +125,11 @@ export async function handleMutate(req: AdmissionRequest, deps: WebhookDeps, cal
   if (req.dryRun) warnings.push(`smart-restore: dry run; ReplicationDestination ${decision.destination.metadata.name} not created`)
   return {
     review: allow(req.uid, { patch: decision.patch, warnings, auditAnnotations: decision.auditAnnotations }),
-    outcome: { decision: 'restore', reason: probe.state === 'exists' ? probe.detail : '', objects, probe: probeInfo },
+    outcome: {
+      decision: 'restore',
+      reason: decision.snapshot ? `snapshot ${decision.snapshot.id.slice(0, 8)} of ${decision.snapshot.time}` : probe.state === 'exists' ? probe.detail : '',
+      objects,
+      probe: probeInfo,
+    },
   }
 }

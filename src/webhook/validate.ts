@@ -61,7 +61,7 @@ async function crossCheckCreate(req: AdmissionRequest, deps: WebhookDeps): Promi
   const plan = planCreate({ ...req, namespaceLabels: deps.namespaces?.labels(req.namespace ?? '') }, config)
   if (plan.action === 'skip') return { review: allow(req.uid), outcome: { decision: 'skipped', reason: plan.reason } }
   if (plan.action === 'deny') return denied(req.uid, plan)
-  const probe = await store.probe(plan.repositoryKey)
+  const probe = await store.probe(plan.repositoryKey, plan.options)
   // Only the verdict: the objects and the patch a restore or a fresh start would take are the
   // mutating webhook's, and are not built here.
   const verdict = probeVerdict(plan, probe, config)
@@ -73,7 +73,7 @@ async function crossCheckCreate(req: AdmissionRequest, deps: WebhookDeps): Promi
       reason: 'Conflict',
       cause: 'backup-exists-restore-not-set-up',
       message:
-        `a backup of ${plan.namespace}/${plan.pvcName} exists at ${probe.location}, but the restore was not set up (no spec.dataSourceRef; was the smart-restore mutating webhook skipped?). ` +
+        `a backup of ${plan.namespace}/${plan.pvcName} exists at ${probe.location}${verdict.snapshot ? ` (VolSync would restore snapshot ${verdict.snapshot.id.slice(0, 8)} of ${verdict.snapshot.time})` : ''}, but the restore was not set up (no spec.dataSourceRef; was the smart-restore mutating webhook skipped?). ` +
         `Creating it would start an empty volume that then backs up over the good snapshots. Check the MutatingWebhookConfiguration and retry, or annotate the PVC ${annotationKey(config, ANNOTATION.skipRestore)}="<reason>" to start empty on purpose.`,
     })
   }

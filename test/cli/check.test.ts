@@ -17,7 +17,8 @@ import { buildReplicationSource } from '../../src/engines/volsync.js'
 import { pvcState } from '../../src/reconcile/controller.js'
 import { createBackupStore } from '../../src/storage/index.js'
 import { startFakeApiServer } from '../helpers/fake-apiserver.js'
-import { BUCKET, S3RVER_KEY, seed, startS3rver, storeConfig } from '../helpers/storage-servers.js'
+import { writeResticRepository } from '../../src/storage/restic/writer.js'
+import { BUCKET, S3RVER_KEY, seedObjects, startS3rver, storeConfig } from '../helpers/storage-servers.js'
 
 const PVCS = '/api/v1/persistentvolumeclaims'
 const RS = '/apis/volsync.backube/v1alpha1/replicationsources'
@@ -25,7 +26,6 @@ const SECRETS = '/api/v1/secrets'
 const NAMESPACES = '/api/v1/namespaces'
 const DATAUPLOADS = '/apis/velero.io/v2alpha1/datauploads'
 
-const SNAPSHOT = 'ab'.repeat(32)
 const PASSWORD = 'correct-horse-battery-staple-7731'
 const AWS_SECRET = 'wJalrXUtnFEMI-K7MDENG-bPxRfiCYEXAMPLEKEY'
 
@@ -34,17 +34,21 @@ t.setTimeout(120_000)
 
 const s3 = await startS3rver()
 t.teardown(() => s3.close())
-await seed(s3.endpoint, [`media/data-claim/snapshots/${SNAPSHOT}`])
+// A real restic repository (format v2) opened by the source Secret's RESTIC_PASSWORD, with one
+// snapshot of /data as VolSync's mover makes them: check reads it like the service does.
+const repo = await writeResticRepository(PASSWORD, [{ time: '2026-11-22T03:40:12.123456789Z', paths: ['/data'], hostname: 'volsync' }])
+const SNAPSHOT = repo.snapshotIds[0]!
+await seedObjects(s3.endpoint, [...repo.files].map(([path, body]) => [`media/data-claim/${path}`, body]))
 
 const api = await startFakeApiServer()
 t.teardown(() => api.close())
 
 const config: Config = validateConfig({
   ...structuredClone(defaultConfig),
-  store: storeConfig(s3.endpoint, { probe: { deadlineMs: 1500, cacheTtlMs: 10_000 } }),
+  store: storeConfig(s3.endpoint, { probe: { mode: 'restic', deadlineMs: 1500, cacheTtlMs: 10_000 } }),
   kube: { mode: 'cluster', requestTimeoutMs: 2000 },
 })
-const store = createBackupStore(config.store)
+const store = createBackupStore(config.store, { password: async () => PASSWORD })
 t.teardown(() => store.close())
 
 api.objects.put(NAMESPACES, { apiVersion: 'v1', kind: 'Namespace', metadata: { name: 'media', labels: { 'kubernetes.io/metadata.name': 'media' } } })
@@ -141,7 +145,9 @@ t.test('a PVC with a snapshot and a syncing source: restore on create, delete re
 
   const text = renderReport(r)
   t.match(text, /^PVC {12}media\/data-claim {2}\(Bound, tier hourly, 10Gi longhorn, ReadWriteOnce\)$/m)
-  t.match(text, /^Backup store {3}s3:\/\/backups\/media\/data-claim: snapshot exists \(snapshot media\/data-claim\/snapshots\/abababab…\)$/m)
+  t.match(text, /^Backup store {3}s3:\/\/backups\/media\/data-claim: /m)
+  t.match(text, new RegExp(`→ ${SNAPSHOT.slice(0, 8)} .*2026-11-22T03:40:12Z.*← VolSync would restore this`))
+  t.match(text, new RegExp(`^ {15}snapshot ${SNAPSHOT.slice(0, 8)} of /data taken 2026-11-22T03:40:12Z \\(72m ago\\)`, 'm'))
   t.match(text, /^On create {6}restore → ReplicationDestination data-claim-restore, Secret data-claim-restic$/m)
   // retain is printed as the apiserver serves it: a custom resource, its keys sorted (daily hourly weekly).
   const source = /^Backup source {2}ReplicationSource data-claim-backup up to date \(schedule (.+), retain (.+)\)$/m.exec(text)
@@ -366,6 +372,7 @@ t.test('the CLI entry as a child process', async (t) => {
   t.equal(json.code, EXIT.ok, json.stderr)
   const report = JSON.parse(json.stdout) as CheckReport
   t.equal(report.onCreate.outcome, 'restore')
+  t.equal(report.onCreate.snapshot?.id, SNAPSHOT, 'the snapshot VolSync would restore, read with the password of the source Secret')
   t.equal(report.store.location, `s3://${BUCKET}/media/data-claim`)
   t.match(report.delete, { allowed: false, findings: [{ kind: 'ReplicationSource', name: 'data-claim-backup' }] })
   t.equal(report.server, api.url)

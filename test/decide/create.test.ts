@@ -10,7 +10,8 @@ import { decideAfterProbe, planCreate, type CreateRequest, type ProbeTarget } fr
 import type { ProbeResult } from '../../src/storage/types.js'
 import { fixtureReview } from '../helpers/fixtures.js'
 
-const config: Config = validateConfig(structuredClone(defaultConfig))
+// list mode: these probe answers carry no snapshots (restic mode's answers are tested with them below).
+const config: Config = validateConfig({ ...structuredClone(defaultConfig), store: { ...structuredClone(defaultConfig.store), probe: { ...defaultConfig.store.probe, mode: 'list' } } })
 const base = fixtureReview('create.mutating.json').request
 
 function request(mutate: (r: any) => void = () => {}): CreateRequest {
@@ -127,7 +128,7 @@ t.test('exists → restore: ReplicationDestination, Secret name, patch, warning'
   })
   t.equal(d.secretName, 'data-claim-restic')
   t.equal(d.resticRepository, repo.resticRepository)
-  t.same(d.warnings, ['smart-restore: restoring from s3://backups/media/data-claim'])
+  t.same(d.warnings, ['smart-restore: restoring from s3://backups/media/data-claim; which snapshot VolSync restores is not checked (probe.mode=list)'])
   // The patch applied to the object gives exactly the object plus dataSourceRef and annotations.
   const patched = fastJsonPatch.applyPatch(structuredClone(req.object), d.patch, true, false).newDocument as any
   t.same(patched.spec.dataSourceRef, { apiGroup: 'volsync.backube', kind: 'ReplicationDestination', name: 'data-claim-restore' })

@@ -76,7 +76,18 @@ const PVC = {
   backedUp: 'backed-up',
   /** Unlabelled, with an empty allow-delete annotation: the deletion guard refuses it whatever is in flight (setup's probe). */
   deleteProbe: 'delete-probe',
+  /** Two snapshots; restore-as-of between them restores the older one. */
+  asOf: 'as-of-older',
+  /** Two snapshots; restore-as-of before both: VolSync would restore nothing → denied. */
+  asOfTooOld: 'as-of-too-old',
+  /** One snapshot; restore-previous 5: VolSync would restore nothing → denied. */
+  previousTooFar: 'previous-too-far',
+  /** Snapshots of another path only (another tool's repository): VolSync would restore nothing → denied. */
+  foreignPaths: 'foreign-paths',
 } as const
+
+/** Snapshot times of the seeded repositories: whole seconds (as VolSync compares them), hours before the run. */
+const hoursAgo = (h: number) => new Date(Math.floor(Date.now() / 1000 - h * 3600) * 1000).toISOString().replace('.000Z', 'Z')
 
 /** The ReplicationSource the deletion guard scenario drives (its status is written by the test, as VolSync would). */
 const RS = { guarded: 'guarded-backup' } as const
@@ -102,6 +113,8 @@ interface Ctx {
   sysNs: string
   s3: S3Target
   resticPassword: string
+  /** Snapshot ids of each seeded repository, in the order of their times. */
+  snapshotIds: Record<string, string[]>
   service: ServiceHandle
   webhookUrl: string
   validateUrl: string
@@ -109,19 +122,19 @@ interface Ctx {
 
 type Created = { ok: true; pvc: k8s.V1PersistentVolumeClaim; warnings: string } | { ok: false; failure: KubeFailure }
 
-function pvcBody(name: string, tier: string): k8s.V1PersistentVolumeClaim {
+function pvcBody(name: string, tier: string, annotations?: Record<string, string>): k8s.V1PersistentVolumeClaim {
   return {
     apiVersion: 'v1',
     kind: 'PersistentVolumeClaim',
-    metadata: { name, labels: { backup: tier, 'app.kubernetes.io/part-of': 'smart-restore-e2e' } },
+    metadata: { name, labels: { backup: tier, 'app.kubernetes.io/part-of': 'smart-restore-e2e' }, ...(annotations ? { annotations } : {}) },
     spec: { accessModes: ['ReadWriteOnce'], resources: { requests: { storage: '1Gi' } } },
   }
 }
 
-async function createPvc(ctx: Ctx, name: string, tier: string, dryRun = false): Promise<Created> {
+async function createPvc(ctx: Ctx, name: string, tier: string, dryRun = false, annotations?: Record<string, string>): Promise<Created> {
   try {
     const info = await call((o) =>
-      ctx.apis.core.createNamespacedPersistentVolumeClaimWithHttpInfo({ namespace: ctx.ns, body: pvcBody(name, tier), ...(dryRun ? { dryRun: 'All' } : {}) }, o),
+      ctx.apis.core.createNamespacedPersistentVolumeClaimWithHttpInfo({ namespace: ctx.ns, body: pvcBody(name, tier, annotations), ...(dryRun ? { dryRun: 'All' } : {}) }, o),
     )
     return { ok: true, pvc: info.data, warnings: warningsOf(info) }
   } catch (err) {
@@ -457,8 +470,23 @@ async function setup(t: Test, env: E2EEnv, cleanup: Cleanup): Promise<Ctx> {
   }
   const seeded: string[] = []
   if (!s3.local) cleanup.add(PHASE.s3, `objects seeded in s3://${s3.bucket}/${ns}/`, async () => deleteS3Objects(s3, seeded))
-  for (const pvc of [PVC.withBackup, PVC.dryRun]) seeded.push(...(await seedResticRepository(s3, `${ns}/${pvc}`)))
-  t.comment(`S3: ${s3.local ? 'local s3rver' : 'external'} ${s3.endpoint || '(AWS)'} bucket ${s3.bucket}; seeded ${ns}/{${PVC.withBackup},${PVC.dryRun}}`)
+  // The repositories are opened with the source Secret's RESTIC_PASSWORD, as VolSync's movers would.
+  const resticPassword = `e2e-${runId}-not-a-real-password`
+  const repositories: Record<string, Parameters<typeof seedResticRepository>[3]> = {
+    [PVC.withBackup]: [{ time: hoursAgo(5) }],
+    [PVC.dryRun]: [{ time: hoursAgo(5) }],
+    [PVC.asOf]: [{ time: hoursAgo(30) }, { time: hoursAgo(6) }],
+    [PVC.asOfTooOld]: [{ time: hoursAgo(30) }, { time: hoursAgo(6) }],
+    [PVC.previousTooFar]: [{ time: hoursAgo(5) }],
+    [PVC.foreignPaths]: [{ time: hoursAgo(5), paths: ['/srv/other-tool'], hostname: 'nas' }],
+  }
+  const snapshotIds: Record<string, string[]> = {}
+  for (const [pvc, snapshots] of Object.entries(repositories)) {
+    const seed = await seedResticRepository(s3, `${ns}/${pvc}`, resticPassword, snapshots)
+    seeded.push(...seed.keys)
+    snapshotIds[pvc] = seed.snapshotIds
+  }
+  t.comment(`S3: ${s3.local ? 'local s3rver' : 'external'} ${s3.endpoint || '(AWS)'} bucket ${s3.bucket}; seeded restic repositories ${ns}/{${Object.keys(repositories).join(',')}}`)
 
   // -- namespaces (not waited for on deletion: without a controller-manager they never finish)
   const labels = { 'app.kubernetes.io/part-of': 'smart-restore-e2e', 'smart-restore.io/e2e-run': runId }
@@ -499,7 +527,6 @@ async function setup(t: Test, env: E2EEnv, cleanup: Cleanup): Promise<Ctx> {
   cleanup.add(PHASE.secrets, `Secret ${sysNs}/${SOURCE_SECRET}`, () => call((o) => apis.core.deleteNamespacedSecret({ namespace: sysNs, name: SOURCE_SECRET }, o)))
 
   // -- the source Secret the service copies into each PVC's repository Secret
-  const resticPassword = `e2e-${runId}-not-a-real-password`
   await call((o) =>
     apis.core.createNamespacedSecret(
       {
@@ -629,7 +656,7 @@ async function setup(t: Test, env: E2EEnv, cleanup: Cleanup): Promise<Ctx> {
     t.fail(`deleting the probe PVC ${PVC.deleteProbe} with ${ALLOW_DELETE}="e2e: probe done" failed: ${describeFailure(kubeFailure(err))}`)
   }
 
-  return { env, cleanup, apis, runId, ns, sysNs, s3, resticPassword, service, webhookUrl, validateUrl }
+  return { env, cleanup, apis, runId, ns, sysNs, s3, resticPassword, snapshotIds, service, webhookUrl, validateUrl }
 }
 
 // ---------------------------------------------------------------------------------------------
@@ -646,7 +673,12 @@ async function scenarios(t: Test, ctx: Ctx, summary: string[]): Promise<void> {
       t.fail(`creating PVC ${ns}/${name} (label backup=hourly, snapshot in S3) failed: ${describeFailure(made.failure)}`)
       return done(t, `restore: ${name}`)
     }
-    t.match(made.warnings, /smart-restore: restoring from/, 'the apiserver passed on the webhook\'s "restoring from" warning')
+    const newest = ctx.snapshotIds[name]![0]!.slice(0, 8)
+    t.match(
+      made.warnings,
+      new RegExp(`smart-restore: restoring snapshot ${newest} of /data taken \\d{4}-\\d\\d-\\d\\dT\\d\\d:\\d\\d:\\d\\dZ \\(5h ago\\) from s3://`),
+      `the apiserver passed on the webhook's warning naming the snapshot VolSync will restore (${newest}, 5h old)`,
+    )
 
     const pvc = await readPvc(ctx, name)
     t.ok(pvc, `PVC ${ns}/${name} exists`)
@@ -658,6 +690,7 @@ async function scenarios(t: Test, ctx: Ctx, summary: string[]): Promise<void> {
     )
     t.equal(pvc?.metadata?.annotations?.[`${PREFIX}decision`], 'restore', `annotation ${PREFIX}decision=restore`)
     t.equal(pvc?.metadata?.annotations?.[`${PREFIX}replication-destination`], `${name}-restore`, `annotation ${PREFIX}replication-destination`)
+    t.match(pvc?.metadata?.annotations?.[`${PREFIX}restore-snapshot`], new RegExp(`^${newest} of /data taken \\S+Z$`), `annotation ${PREFIX}restore-snapshot names the snapshot`)
 
     const rd = await readRd(ctx, `${name}-restore`)
     t.ok(rd, `ReplicationDestination ${ns}/${name}-restore exists`)
@@ -674,6 +707,35 @@ async function scenarios(t: Test, ctx: Ctx, summary: string[]): Promise<void> {
     t.ok(decoded(secret, 'RESTIC_PASSWORD') === ctx.resticPassword, 'Secret RESTIC_PASSWORD is copied from the source Secret')
     t.ok(decoded(secret, 'AWS_ACCESS_KEY_ID') === s3.accessKeyId && decoded(secret, 'AWS_SECRET_ACCESS_KEY') === s3.secretAccessKey, 'Secret AWS credentials are copied from the source Secret')
     done(t, `restore: PVC ${name} → dataSourceRef ReplicationDestination ${name}-restore (Snapshot, 1Gi), Secret ${name}-restic (RESTIC_REPOSITORY, password)`)
+  })
+
+  await t.test('point in time: restore-as-of picks the snapshot VolSync will restore, or the PVC is refused', async (t) => {
+    // Between the two snapshots (30 h and 6 h old): the older one is restored, and named.
+    const older = ctx.snapshotIds[PVC.asOf]![0]!.slice(0, 8)
+    const asOf = hoursAgo(12)
+    const made = await createPvc(ctx, PVC.asOf, 'hourly', false, { [`${PREFIX}restore-as-of`]: asOf })
+    if (!made.ok) t.fail(`creating PVC ${ns}/${PVC.asOf} with restore-as-of between its two snapshots failed: ${describeFailure(made.failure)}`)
+    else {
+      t.match(made.warnings, new RegExp(`restoring snapshot ${older} of /data taken \\S+Z \\(30h ago\\)`), `restore-as-of 12h ago: the warning names the 30h-old snapshot ${older}`)
+      const rd = await readRd(ctx, `${PVC.asOf}-restore`)
+      t.equal(rd?.spec?.restic?.restoreAsOf, asOf, 'the RD carries restoreAsOf for the mover')
+    }
+
+    const refused = async (name: string, annotations: Record<string, string>, expect: RegExp, what: string) => {
+      const r = await createPvc(ctx, name, 'hourly', false, annotations)
+      if (r.ok) {
+        t.fail(`${what}: PVC ${ns}/${name} was created (warnings: ${r.warnings}); VolSync would have restored nothing into it`)
+        return
+      }
+      t.equal(r.failure.code, 422, `${what}: refused with 422 (${describeFailure(r.failure)})`)
+      t.match(r.failure.message, expect, `${what}: the message says why and what to do`)
+      t.equal(await readPvc(ctx, name), undefined, `${what}: no PVC ${name}`)
+      t.equal(await readRd(ctx, `${name}-restore`), undefined, `${what}: no ReplicationDestination ${name}-restore`)
+    }
+    await refused(PVC.asOfTooOld, { [`${PREFIX}restore-as-of`]: '2020-01-01T00:00:00Z' }, /no snapshot of \/data .* at or before .*restore-as-of=2020-01-01T00:00:00Z: the oldest is [0-9a-f]{8} of \S+Z, the newest/, 'restore-as-of before the oldest snapshot')
+    await refused(PVC.previousTooFar, { [`${PREFIX}restore-previous`]: '5' }, /restore-previous=5 skips past the oldest snapshot: .* has 1 snapshot\(s\) of \/data .*use 0 to 0/, 'restore-previous past the oldest snapshot')
+    await refused(PVC.foreignPaths, {}, /holds 1 snapshot\(s\), but none of \/data.*Paths found: \/srv\/other-tool/, 'a repository of another path only')
+    done(t, `point in time: as-of → older snapshot ${older}; as-of too old, previous 5 of 1, foreign paths → 422, nothing created`)
   })
 
   await t.test('fresh: a PVC without a backup is created empty and says so', async (t) => {

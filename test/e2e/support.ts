@@ -19,6 +19,7 @@ import { CreateBucketCommand, DeleteObjectCommand, PutObjectCommand, S3Client } 
 import S3rver from 's3rver'
 import YAML from 'yaml'
 import { withDeadline } from '../../src/kube/deadline.js'
+import { writeResticRepository, type SnapshotSpec } from '../../src/storage/restic/writer.js'
 
 // ---------------------------------------------------------------------------------------------
 // Errors and API calls
@@ -411,16 +412,15 @@ export function s3Client(s3: S3Target): S3Client {
 }
 
 /**
- * A restic-shaped repository at `prefix`: config, one key, one snapshot (restic writes snapshot
- * files last, so one object under snapshots/ is what "there is a backup" means). Returns the keys.
+ * A restic repository at `prefix`, opened by `password`: a key file, the config and the given
+ * snapshots, encrypted as restic writes them (src/storage/restic/writer.ts, whose output the real
+ * restic CLI reads back in `npm test`), so the service opens it the way it opens a real one, on
+ * any S3 (the restic CLI is not needed here). Returns the object keys and the snapshot ids.
  */
-export async function seedResticRepository(s3: S3Target, prefix: string): Promise<string[]> {
-  const snapshotId = randomBytes(32).toString('hex')
-  const objects: Array<[string, string]> = [
-    [`${prefix}/config`, 'smart-restore e2e: restic repository config (placeholder)'],
-    [`${prefix}/keys/k1`, '{"e2e":"placeholder key"}'],
-    [`${prefix}/snapshots/${snapshotId}`, JSON.stringify({ time: new Date().toISOString(), paths: ['/data'], hostname: 'e2e' })],
-  ]
+export async function seedResticRepository(s3: S3Target, prefix: string, password: string, snapshots: SnapshotSpec[]): Promise<{ keys: string[]; snapshotIds: string[] }> {
+  const repo = await writeResticRepository(password, snapshots)
+  // Snapshot files last, as restic writes them.
+  const objects = [...repo.files].sort(([a], [b]) => Number(a.startsWith('snapshots/')) - Number(b.startsWith('snapshots/'))).map(([path, body]): [string, Buffer] => [`${prefix}/${path}`, body])
   const client = s3Client(s3)
   try {
     for (const [Key, Body] of objects) {
@@ -433,7 +433,7 @@ export async function seedResticRepository(s3: S3Target, prefix: string): Promis
   } finally {
     client.destroy()
   }
-  return objects.map(([k]) => k)
+  return { keys: objects.map(([k]) => k), snapshotIds: repo.snapshotIds }
 }
 
 export async function deleteS3Objects(s3: S3Target, keys: string[]): Promise<void> {

@@ -152,11 +152,18 @@ export function storeConfig(endpoint: string, over: { probe?: Partial<StoreConfi
       secretAccessKey: S3RVER_KEY,
       ...over.s3,
     },
-    probe: { ...base.probe, deadlineMs: 800, cacheTtlMs: 0, ...over.probe },
+    // list mode: these tests seed stand-in snapshot files to exercise S3 itself; the restic mode,
+    // which opens real repositories, has its own tests (test/storage/restic-probe.test.ts).
+    probe: { ...base.probe, mode: 'list', deadlineMs: 800, cacheTtlMs: 0, ...over.probe },
   }
 }
 
 export async function seed(endpoint: string, keys: string[]): Promise<void> {
+  await seedObjects(endpoint, keys.map((key) => [key, 'x']))
+}
+
+/** Puts objects with their bodies into the bucket (e.g. a repository from writeResticRepository). */
+export async function seedObjects(endpoint: string, objects: Array<[key: string, body: string | Buffer]>): Promise<void> {
   const client = new S3Client({
     endpoint,
     region: 'us-east-1',
@@ -166,7 +173,7 @@ export async function seed(endpoint: string, keys: string[]): Promise<void> {
     requestChecksumCalculation: 'WHEN_REQUIRED',
   })
   try {
-    for (const Key of keys) await client.send(new PutObjectCommand({ Bucket: BUCKET, Key, Body: 'x' }))
+    for (const [Key, Body] of objects) await client.send(new PutObjectCommand({ Bucket: BUCKET, Key, Body }))
   } finally {
     client.destroy()
   }

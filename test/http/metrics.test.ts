@@ -33,7 +33,7 @@ for (const key of ['media/data-claim', 'media/forbidden-claim']) {
 const config: Config = validateConfig({
   ...structuredClone(defaultConfig),
   server: { ...defaultConfig.server, host: '127.0.0.1', port: 0, metricsPort: 0 },
-  store: { ...structuredClone(defaultConfig.store), local: { directory: backups } },
+  store: { ...structuredClone(defaultConfig.store), local: { directory: backups }, probe: { ...defaultConfig.store.probe, mode: 'list' } },
 })
 
 // The real local store, except one key whose store "times out", as S3 would.

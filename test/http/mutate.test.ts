@@ -28,6 +28,8 @@ function configWith(overrides: Partial<Config> = {}): Config {
   const base = structuredClone(defaultConfig)
   base.store.local.directory = backups
   base.store.probe.cacheTtlMs = 0
+  // list mode: the store holds stand-in snapshot files; real restic repositories: mutate-restic.test.ts.
+  base.store.probe.mode = 'list'
   return validateConfig({ ...base, ...overrides })
 }
 

@@ -12,7 +12,7 @@ import { createBackupStore } from '../../src/storage/index.js'
 const KEY = 'media/data-claim'
 
 function cfg(directory: string, probe: Partial<StoreConfig['probe']> = {}): StoreConfig {
-  return { ...defaultConfig.store, type: 'local', local: { directory }, probe: { ...defaultConfig.store.probe, deadlineMs: 800, ...probe } }
+  return { ...defaultConfig.store, type: 'local', local: { directory }, probe: { ...defaultConfig.store.probe, mode: 'list', deadlineMs: 800, ...probe } }
 }
 
 async function file(path: string, body = 'x'): Promise<void> {
