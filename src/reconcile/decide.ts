@@ -29,6 +29,7 @@ import {
 import type { KubeObject } from '../inflight/types.js'
 import { trimSlashes } from '../storage/common.js'
 import { selectSnapshot } from '../decide/select-snapshot.js'
+import { snapshotTime } from '../decide/snapshot-text.js'
 import type { ProbeResult } from '../storage/types.js'
 import type { EventSpec, PvcState, ReconcileInput, ReconcilePlan, ReconcileStep } from './types.js'
 
@@ -216,7 +217,7 @@ export function reconcilePvc(input: ReconcileInput, config: Config): ReconcilePl
         `refused to attach: ${probe.location} holds only snapshots VolSync would not restore (paths ${paths})`,
       )
     }
-    const which = selected?.selected ? ` (newest restorable: ${selected.selected.id.slice(0, 8)} of ${selected.selected.time})` : ''
+    const which = selected?.selected ? ` (newest restorable: ${selected.selected.id.slice(0, 8)} of ${snapshotTime(selected.selected)})` : ''
     return refuse(
       'RefusedToAttach',
       `backups exist at ${probe.location}${which}; not attaching a backup source over them: restore, or acknowledge with ${ackKey}="<reason>"`,

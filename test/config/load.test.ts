@@ -77,6 +77,11 @@ t.test('bad values name the field', async (t) => {
     ['guard: unknown disabled rule', () => loadConfig({ env: {}, file: file('r2.yaml', 'deletionGuard: { disabledRules: [no-such-rule] }') }), 'deletionGuard.disabledRules[0]', /./],
     ['file missing', () => loadConfig({ env: {}, file: join(dir, 'missing.yaml') }), 'SMART_RESTORE_CONFIG', /cannot read/],
     ['file a list', () => loadConfig({ env: {}, file: file('list.yaml', '- a\n- b\n') }), 'SMART_RESTORE_CONFIG', /mapping/],
+    ['CA bundle missing', () => loadConfig({ env: { S3_CA_BUNDLE: join(dir, 'no-ca.pem') } }), 'store.s3.caBundle', /cannot read .*no-ca\.pem/],
+    ['CA bundle not PEM', () => loadConfig({ env: { S3_CA_BUNDLE: file('ca.txt', 'not a certificate') } }), 'store.s3.caBundle', /no PEM certificate/],
+    ['password file missing', () => loadConfig({ env: { SMART_RESTORE_PASSWORD_FILE: join(dir, 'no-password') } }), 'store.passwordFile', /cannot read .*no-password/],
+    ['password file empty', () => loadConfig({ env: { SMART_RESTORE_PASSWORD_FILE: file('empty-password', '\n') } }), 'store.passwordFile', /is empty/],
+    ['bad probe mode', () => loadConfig({ env: { SMART_RESTORE_PROBE_MODE: 'snapshots' } }), 'store.probe.mode', /one of restic, list, head/],
   ]
   for (const [name, fn, field, message] of cases) {
     try {
@@ -89,6 +94,22 @@ t.test('bad values name the field', async (t) => {
       t.match((err as Error).message, new RegExp(`^invalid configuration: ${field.replace(/[.[\]]/g, '\\$&')}:`), `${name}: message starts with the field`)
     }
   }
+})
+
+t.test('restic probe: the default mode; CA bundle and password file from file or env', async (t) => {
+  const defaults = loadConfig({ env: {} })
+  t.equal(defaults.store.probe.mode, 'restic', 'restic mode by default: admission knows the snapshot VolSync restores')
+  t.equal(defaults.store.s3.caBundle, undefined)
+  t.equal(defaults.store.passwordFile, undefined, 'by default the password comes from the restore source Secret')
+  const pem = file('ca.pem', '-----BEGIN CERTIFICATE-----\nMIIB\n-----END CERTIFICATE-----\n')
+  const password = file('password', 'correct horse\n')
+  const fromEnv = loadConfig({ env: { S3_CA_BUNDLE: pem, SMART_RESTORE_PASSWORD_FILE: password, SMART_RESTORE_PROBE_MODE: 'list' } })
+  t.equal(fromEnv.store.s3.caBundle, pem)
+  t.equal(fromEnv.store.passwordFile, password)
+  t.equal(fromEnv.store.probe.mode, 'list')
+  const fromFile = loadConfig({ env: {}, file: file('ca.yaml', `store: { s3: { caBundle: ${JSON.stringify(pem)} }, passwordFile: ${JSON.stringify(password)} }`) })
+  t.equal(fromFile.store.s3.caBundle, pem)
+  t.equal(fromFile.store.passwordFile, password)
 })
 
 t.test('metrics port: 9090 by default, any free port with 0, off with -1', async (t) => {

@@ -485,3 +485,64 @@ t.test('sourceDifferences and deepEqual', async (t) => {
   t.notOk(deepEqual([1], { 0: 1 }))
   t.ok(deepEqual({ a: undefined }, {}))
 })
+
+// ---- restic mode: the store's answer carries the snapshots it read ----------------------------------
+
+function snapshot(id: string, time: string, paths: string[], hostname = 'volsync'): import('../../src/storage/restic/format.js').Snapshot {
+  const ms = Date.parse(time)
+  return { id: id.repeat(64 / id.length), time, epochSeconds: Math.floor(ms / 1000), nanos: (ms % 1000) * 1e6, hostname, paths, tags: [] }
+}
+
+t.test('restic mode, bound, fresh: a snapshot VolSync would restore is existing data, named', async (t) => {
+  const probe: ProbeResult = {
+    state: 'exists',
+    location: LOCATION,
+    detail: '2 snapshot(s)',
+    restic: { version: 2, total: 2, complete: true, snapshots: [snapshot('3f9c01a2', '2026-11-21T03:00:41.5+01:00', ['/data']), snapshot('77aa55cc', '2026-11-22T03:00:41.123456789Z', ['/data'])] },
+  }
+  const plan = reconcilePvc(input(pvc(), { probe }), config)
+  const text = `backups exist at ${LOCATION} (newest restorable: 77aa55cc of 2026-11-22T03:00:41Z); not attaching a backup source over them: restore, or acknowledge with ${ACK_KEY}="<reason>"`
+  t.same(plan.steps, [{ kind: 'annotate-pvc', annotations: { [ATTENTION]: text } }], 'no apply-source')
+  t.same(plan.events, [{ type: 'Warning', reason: 'RefusedToAttach', message: text }])
+  t.same(plan.counters, [COUNTER.refusedExistingBackup])
+})
+
+t.test('restic mode, bound, fresh: only foreign snapshots are refused as what they are', async (t) => {
+  const probe: ProbeResult = {
+    state: 'exists',
+    location: LOCATION,
+    detail: '3 snapshot(s)',
+    restic: {
+      version: 2,
+      total: 3,
+      complete: true,
+      snapshots: [snapshot('aa', '2026-11-20T01:00:00Z', ['/srv'], 'nas'), snapshot('bb', '2026-11-21T01:00:00Z', ['/home/me', '/etc'], 'laptop'), snapshot('cc', '2026-11-22T01:00:00Z', ['/srv'], 'nas')],
+    },
+  }
+  const plan = reconcilePvc(input(pvc(), { probe }), config)
+  const text =
+    `${LOCATION} holds 3 snapshot(s), none of /data (paths /srv, /home/me, /etc): not smart-restore's or VolSync's backups of this PVC; ` +
+    `not attaching a backup source into that repository. Give the PVC its own repository, or acknowledge with ${ACK_KEY}="<reason>"`
+  t.same(plan.steps, [{ kind: 'annotate-pvc', annotations: { [ATTENTION]: text } }], 'no apply-source')
+  t.same(plan.events, [{ type: 'Warning', reason: 'RefusedToAttach', message: text }])
+  t.same(plan.counters, [COUNTER.refusedForeignSnapshots])
+  t.equal(COUNTER.refusedForeignSnapshots, 'refused_foreign_snapshots')
+
+  // The acknowledgement is the way out here too, without asking the store.
+  const acked = reconcilePvc(input(pvc({ annotations: { [ACK_KEY]: 'shared bucket, cleaned up' } })), config)
+  t.same(kinds(acked), ['apply-source'])
+})
+
+t.test('restic mode, bound, fresh: an unreadable repository is never backed up over', async (t) => {
+  for (const kind of ['password', 'corrupt', 'not-a-repository'] as const) {
+    const probe: ProbeResult = { state: 'unreadable', location: LOCATION, kind, reason: `reason for ${kind}` }
+    const plan = reconcilePvc(input(pvc(), { probe }), config)
+    const text =
+      `${LOCATION} holds snapshots that cannot be read (${kind}): reason for ${kind}; not attaching a backup source over them. ` +
+      `Fix the repository password or the repository, or acknowledge with ${ACK_KEY}="<reason>"`
+    t.same(plan.steps, [{ kind: 'annotate-pvc', annotations: { [ATTENTION]: text } }], `${kind}: no apply-source`)
+    t.same(plan.events, [{ type: 'Warning', reason: 'RepositoryUnreadable', message: text }])
+    t.same(plan.counters, [COUNTER.repositoryUnreadable])
+    t.equal(plan.requeueAfterMs, undefined, 'not a retry loop: a human must act; the resync looks again')
+  }
+})
