@@ -364,9 +364,12 @@ export function decideAfterProbe(target: ProbeTarget, probe: ProbeResult, repo: 
       target.options.restoreAsOf !== undefined ? `as of ${target.options.restoreAsOf}` : '',
       target.options.previous !== undefined ? `${target.options.previous} before newest` : '',
     ].filter(Boolean)
-    // List and head modes only know that a snapshot file exists, not which one the mover will take.
-    const what = snapshot ? `snapshot ${snapshot} ` : ''
-    const unchecked = snapshot ? '' : `; which snapshot VolSync restores is not checked (probe.mode=${config.store.probe.mode})`
+    const origin = `from ${probe.location}${pointInTime.length ? ` (${pointInTime.join(', ')})` : ''}`
+    // Short warnings (the apiserver asks for ≤ 120 characters each): the snapshot first, then where
+    // from. List and head modes only know that a snapshot file exists, not which one the mover takes.
+    const warnings = snapshot
+      ? [`smart-restore: restoring snapshot ${snapshot}`, `smart-restore: ${origin}`]
+      : [`smart-restore: restoring ${origin}`, `smart-restore: which snapshot VolSync restores is not checked (probe.mode=${config.store.probe.mode})`]
     return {
       action: 'restore',
       destination,
@@ -374,7 +377,7 @@ export function decideAfterProbe(target: ProbeTarget, probe: ProbeResult, repo: 
       resticRepository: repo.resticRepository,
       ...(verdict.snapshot ? { snapshot: verdict.snapshot } : {}),
       patch: patchFor(target.pvc, annotations, { apiGroup: VOLSYNC_GROUP, kind: 'ReplicationDestination', name: destination.metadata.name }, target.labelsToAdd),
-      warnings: [`smart-restore: restoring ${what}from ${probe.location}${pointInTime.length ? ` (${pointInTime.join(', ')})` : ''}${unchecked}`],
+      warnings,
       auditAnnotations: { decision: 'restore', source: probe.location, ...(verdict.snapshot ? { snapshot: verdict.snapshot.id } : {}), ...(from ? { 'restore-from': from } : {}) },
     }
   }

@@ -128,7 +128,7 @@ t.test('exists → restore: ReplicationDestination, Secret name, patch, warning'
   })
   t.equal(d.secretName, 'data-claim-restic')
   t.equal(d.resticRepository, repo.resticRepository)
-  t.same(d.warnings, ['smart-restore: restoring from s3://backups/media/data-claim; which snapshot VolSync restores is not checked (probe.mode=list)'])
+  t.same(d.warnings, ['smart-restore: restoring from s3://backups/media/data-claim', 'smart-restore: which snapshot VolSync restores is not checked (probe.mode=list)'])
   // The patch applied to the object gives exactly the object plus dataSourceRef and annotations.
   const patched = fastJsonPatch.applyPatch(structuredClone(req.object), d.patch, true, false).newDocument as any
   t.same(patched.spec.dataSourceRef, { apiGroup: 'volsync.backube', kind: 'ReplicationDestination', name: 'data-claim-restore' })

@@ -77,7 +77,7 @@ t.test('a snapshot exists: Secret and ReplicationDestination created, PVC patche
   t.equal(res.uid, body.request.uid)
   const patched = fastJsonPatch.applyPatch(body.request.object, JSON.parse(decode(res.patch)), true, false).newDocument as any
   t.same(patched.spec.dataSourceRef, { apiGroup: 'volsync.backube', kind: 'ReplicationDestination', name: 'data-claim-restore' })
-  t.same(res.warnings, ['smart-restore: restoring from s3://backups/media/data-claim; which snapshot VolSync restores is not checked (probe.mode=list)'])
+  t.same(res.warnings, ['smart-restore: restoring from s3://backups/media/data-claim', 'smart-restore: which snapshot VolSync restores is not checked (probe.mode=list)'])
 
   const secret = api.objects.get(SECRETS, 'media', 'data-claim-restic') as any
   t.ok(secret, 'the per-PVC repository Secret exists')
