@@ -420,6 +420,7 @@ export async function checkPvc(opts: CheckOptions): Promise<CheckReport> {
     pvc: state,
     namespaceDefaultTier: nsDefaultTier,
     existing: { ...(source ? { source } : {}), ...(destination ? { destination } : {}) },
+    nowMs: now().getTime(),
   }
   let plan = reconcilePvc(input, config)
   let probed = false

@@ -276,7 +276,7 @@ export function validateConfig(input: unknown): Config {
   if (!LABEL_KEY.test(namespaceDefaultTierLabel)) throw new ConfigError('namespaceDefaultTierLabel', `${JSON.stringify(namespaceDefaultTierLabel)} is not a valid label key`)
   const backup = validateBackupSettings(c.backup, 'backup', false) as BackupSourceConfig
   const reconciler = obj(c.reconciler, 'reconciler')
-  rejectUnknown(reconciler, 'reconciler', ['enabled', 'resyncMs', 'workers'])
+  rejectUnknown(reconciler, 'reconciler', ['enabled', 'resyncMs', 'workers', 'restorePendingAfterMs', 'orphanGraceMs'])
 
   if (!Array.isArray(c.excludedNamespaces)) throw new ConfigError('excludedNamespaces', 'must be a list of namespace names')
   const excludedNamespaces = c.excludedNamespaces.map((n, i) => str(n, `excludedNamespaces[${i}]`)!)
@@ -364,6 +364,9 @@ export function validateConfig(input: unknown): Config {
       enabled: bool(reconciler.enabled, 'reconciler.enabled'),
       resyncMs: int(reconciler.resyncMs, 'reconciler.resyncMs', 10_000, 24 * 3_600_000),
       workers: int(reconciler.workers, 'reconciler.workers', 1, 64),
+      restorePendingAfterMs: int(reconciler.restorePendingAfterMs ?? defaultConfig.reconciler.restorePendingAfterMs, 'reconciler.restorePendingAfterMs', 1_000, 7 * 24 * 3_600_000),
+      // The default (10 min) is far past any admission and its retries; tests shorten it.
+      orphanGraceMs: int(reconciler.orphanGraceMs ?? defaultConfig.reconciler.orphanGraceMs, 'reconciler.orphanGraceMs', 1_000, 7 * 24 * 3_600_000),
     },
     excludedNamespaces,
     store: {

@@ -140,6 +140,14 @@ export interface Config {
     resyncMs: number
     /** PVCs reconciled at once. */
     workers: number
+    /** A restoring PVC still Pending this long gets a RestorePending Warning with the mover's status. */
+    restorePendingAfterMs: number
+    /**
+     * A ReplicationDestination of smart-restore whose PVC does not exist this long after it was made
+     * (the PVC's CREATE never completed: another webhook, a quota, a timeout) is deleted, and its
+     * repository Secret with it (owned by the RD).
+     */
+    orphanGraceMs: number
   }
   excludedNamespaces: string[]
   store: StoreConfig
@@ -167,7 +175,7 @@ export const defaultConfig: Config = {
   },
   namespaceDefaultTierLabel: 'smart-restore.io/default-tier',
   backup: { copyMethod: 'Snapshot' },
-  reconciler: { enabled: true, resyncMs: 10 * 60_000, workers: 4 },
+  reconciler: { enabled: true, resyncMs: 10 * 60_000, workers: 4, restorePendingAfterMs: 30 * 60_000, orphanGraceMs: 10 * 60_000 },
   // The same list as the webhook configurations' namespaceSelector (webhook-config/), plus kube-public.
   excludedNamespaces: ['kube-system', 'kube-node-lease', 'kube-public', 'smart-restore'],
   store: {

@@ -57,7 +57,7 @@ export function pvcWatchSpec(config: Config): WatchSpec {
       return {
         apiVersion: 'v1',
         kind: 'PersistentVolumeClaim',
-        metadata: { name: md.name, namespace: md.namespace, uid: md.uid, labels: md.labels, annotations, deletionTimestamp: md.deletionTimestamp },
+        metadata: { name: md.name, namespace: md.namespace, uid: md.uid, labels: md.labels, annotations, creationTimestamp: md.creationTimestamp, deletionTimestamp: md.deletionTimestamp },
         spec: { dataSourceRef: spec.dataSourceRef, storageClassName: spec.storageClassName, accessModes: spec.accessModes, resources: spec.resources },
         status: { phase: (obj.status as { phase?: string } | undefined)?.phase },
       }
@@ -76,6 +76,7 @@ export function pvcState(obj: KubeObject): PvcState {
     phase: (obj.status as { phase?: string } | undefined)?.phase,
     dataSourceRef: spec.dataSourceRef ?? undefined,
     deletionTimestamp: obj.metadata.deletionTimestamp,
+    creationTimestamp: obj.metadata.creationTimestamp,
     storageClassName: spec.storageClassName ?? undefined,
     accessModes: spec.accessModes,
     capacity: spec.resources?.requests?.storage,
@@ -169,6 +170,7 @@ export class BackupReconciler {
         source: cache.get(SOURCES_SPEC_ID, namespace, backupSourceName(name)),
         destination: ref?.kind === 'ReplicationDestination' && ref.apiGroup === VOLSYNC_GROUP ? cache.get(DESTINATIONS_SPEC_ID, namespace, ref.name) : undefined,
       },
+      nowMs: Date.now(),
     }
     let plan: ReconcilePlan = reconcilePvc(input, config)
     if (plan.needsProbe) plan = reconcilePvc({ ...input, probe: await store.probe(plan.needsProbe.repositoryKey) }, config)

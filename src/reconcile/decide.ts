@@ -28,6 +28,7 @@ import {
 } from '../engines/volsync.js'
 import type { KubeObject } from '../inflight/types.js'
 import { trimSlashes } from '../storage/common.js'
+import { quoteMover, restoreOutcome, type RestoreOutcome } from './restore-outcome.js'
 import { selectSnapshot } from '../decide/select-snapshot.js'
 import { snapshotTime } from '../decide/snapshot-text.js'
 import type { ProbeResult } from '../storage/types.js'
@@ -50,7 +51,18 @@ export const COUNTER = {
   repositoryUnreadable: 'repository_unreadable',
   /** Attached over existing backups because a human acknowledged it: worth seeing on a dashboard. */
   backupOverExisting: 'backup_over_existing_acknowledged',
+  /** The restore's mover found nothing to restore: the PVC is empty, no backup source attached. */
+  restoreEmpty: 'restore_empty',
+  /** The restore's mover failed. */
+  restoreFailed: 'restore_failed',
+  /** The restore finished but its status does not say what it restored (VolSync without mover status). */
+  restoreUnverified: 'restore_unverified',
+  /** A restoring PVC is still Pending past reconciler.restorePendingAfterMs. */
+  restorePending: 'restore_pending',
 } as const
+
+/** Look again at a restore that is still running while its PVC is already Bound. */
+export const RESTORE_RUNNING_REQUEUE_MS = 30_000
 
 function isOurs(obj: KubeObject): boolean {
   return obj.metadata.labels?.[MANAGED_BY_LABEL] === MANAGED_BY_VALUE
@@ -111,14 +123,47 @@ export function reconcilePvc(input: ReconcileInput, config: Config): ReconcilePl
   const done = (summary: string, extra: Partial<ReconcilePlan> = {}): ReconcilePlan =>
     plan([`${id}: ${summary}`, ...notes].join('; '), { steps, events, counters, ...extra })
 
+  const attentionKey = annotationKey(config, ANNOTATION.attention)
+  const ackKey = annotationKey(config, ANNOTATION.backupOverExisting)
+  const refuse = (reason: string, message: string, counter: string, summary: string, requeueAfterMs?: number): ReconcilePlan => {
+    if (pvc.annotations[attentionKey] !== message) steps.push({ kind: 'annotate-pvc', annotations: { [attentionKey]: message } })
+    events.push({ type: 'Warning', reason, message })
+    counters.push(counter)
+    return done(summary, requeueAfterMs === undefined ? {} : { requeueAfterMs })
+  }
+
   if (pvc.phase !== 'Bound') {
     // A source on an unbound or still-populating PVC would back up nothing, or an empty volume
     // before the restore filled it (design.md §5): attach once Bound (the populator binds after the restore).
     const restoring = restoringInto(pvc, config)
-    if (restoring) {
-      events.push({ type: 'Normal', reason: 'RestoreStarted', message: `restoring from ${restoring}` })
+    if (!restoring) return done(`waiting for the PVC to be Bound (phase ${pvc.phase ?? 'unknown'})`)
+    const outcome = restoreOutcome(ourDestination(input))
+    const rdName = input.existing.destination?.metadata.name ?? pvc.dataSourceRef?.name ?? ''
+    if (outcome.state === 'failed') {
+      // VolSync keeps retrying the Job; the PVC stays Pending until one succeeds. Say so now.
+      return refuse(
+        'RestoreFailed',
+        `the restore from ${restoring} failed (ReplicationDestination ${rdName}): ${quoteMover(outcome.lines)}; the PVC stays Pending until a restore succeeds. ` +
+          `Fix the cause (repository, credentials, CA), or delete the PVC and create it with ${annotationKey(config, ANNOTATION.skipRestore)}="<reason>" to start empty`,
+        COUNTER.restoreFailed,
+        `restore from ${restoring} failed; waiting for the PVC to be Bound`,
+      )
     }
-    return done(`waiting for the PVC to be Bound (phase ${pvc.phase ?? 'unknown'})${restoring ? `; restoring from ${restoring}` : ''}`)
+    const age = pendingFor(pvc, input.nowMs)
+    if (age !== undefined && age >= config.reconciler.restorePendingAfterMs) {
+      const mover = outcome.state === 'absent' ? `ReplicationDestination ${rdName} not found` : outcome.lines.length ? `latest mover status: ${quoteMover(outcome.lines)}` : 'no mover has finished yet'
+      events.push({
+        type: 'Warning',
+        reason: 'RestorePending',
+        message: `still Pending ${Math.round(age / 60_000)} min after its restore from ${restoring} started (ReplicationDestination ${rdName}; ${mover}). See "kubectl describe replicationdestination ${rdName}" and the volsync-dst-${rdName} Job's logs`,
+      })
+      counters.push(COUNTER.restorePending)
+      // Look again at the next resync anyway; this keeps the Event's count moving while it lasts.
+      return done(`restore from ${restoring} pending for ${Math.round(age / 60_000)} min`, { requeueAfterMs: config.reconciler.restorePendingAfterMs })
+    }
+    events.push({ type: 'Normal', reason: 'RestoreStarted', message: `restoring from ${restoring}` })
+    const left = age === undefined ? undefined : config.reconciler.restorePendingAfterMs - age
+    return done(`waiting for the PVC to be Bound (phase ${pvc.phase ?? 'unknown'}); restoring from ${restoring}`, left === undefined ? {} : { requeueAfterMs: Math.max(1_000, left) })
   }
 
   const secretName = repositorySecretName(pvc.name)
@@ -141,7 +186,6 @@ export function reconcilePvc(input: ReconcileInput, config: Config): ReconcilePl
   const desired = buildReplicationSource({ config, pvc, tier, name: sourceName, repositorySecret: secretName })
   const apply: ReconcileStep = { kind: 'apply-source', secretName, resticRepository: '', repositoryKey: key, source: desired }
   const schedule = desired.spec.trigger.schedule
-  const attentionKey = annotationKey(config, ANNOTATION.attention)
   // Once the PVC is backed up, a refusal noted earlier is stale.
   const clearAttention = (): void => {
     if (pvc.annotations[attentionKey] !== undefined) steps.push({ kind: 'annotate-pvc', annotations: { [attentionKey]: null } })
@@ -176,13 +220,51 @@ export function reconcilePvc(input: ReconcileInput, config: Config): ReconcilePl
     return done(`attaching ReplicationSource ${sourceName} on tier ${tier}: ${why}`)
   }
 
-  if (restoredFromOwnRepository(pvc, config, key)) {
-    return attach('restored from its own repository', knownLocation(pvc, config, key, input.probe))
+  // What the restore (if any) put into the volume: only a restore that restored data from this
+  // PVC's own repository lets the source attach without asking the store.
+  const restoring = restoringInto(pvc, config)
+  const outcome: RestoreOutcome = restoring ? restoreOutcome(ourDestination(input)) : { state: 'absent' }
+  const ownRepository = restoredFromOwnRepository(pvc, config, key)
+  if (outcome.state === 'restored' && ownRepository) {
+    return attach(`restored snapshot ${outcome.snapshot} from its own repository`, knownLocation(pvc, config, key, input.probe))
   }
-  const ack = pvc.annotations[annotationKey(config, ANNOTATION.backupOverExisting)]?.trim()
+  const ack = pvc.annotations[ackKey]?.trim()
   if (ack) {
     // An explicit acknowledgement makes the store's answer irrelevant, so it is not asked.
     return attach(`backup over existing backups acknowledged: ${ack}`, knownLocation(pvc, config, key, input.probe), ack)
+  }
+  const rdName = input.existing.destination?.metadata.name ?? pvc.dataSourceRef?.name ?? ''
+  const wayOut = `A backup source is attached only when a human says so: ${ackKey}="<reason>" (its first backup becomes the newest snapshot)`
+  switch (outcome.state) {
+    case 'empty':
+      return refuse(
+        'RestoreEmpty',
+        `the restore from ${restoring} restored NOTHING (ReplicationDestination ${rdName}: ${quoteMover(outcome.lines)}): the volume is empty, and backing it up would make an empty snapshot the newest. ${wayOut}`,
+        COUNTER.restoreEmpty,
+        `restore from ${restoring} restored nothing; not attaching a backup source`,
+      )
+    case 'failed':
+      return refuse(
+        'RestoreFailed',
+        `the restore from ${restoring} failed (ReplicationDestination ${rdName}: ${quoteMover(outcome.lines)}), yet the PVC is Bound: its volume may hold nothing or part of the data. ${wayOut}`,
+        COUNTER.restoreFailed,
+        `restore from ${restoring} failed; not attaching a backup source`,
+      )
+    case 'unverified':
+      return refuse(
+        'RestoreUnverified',
+        `the restore from ${restoring} finished, but ReplicationDestination ${rdName} does not say what it restored (no restic "restoring <Snapshot …>" line in status.latestMoverStatus; VolSync older than 0.8?): ${quoteMover(outcome.lines)}. ${wayOut}`,
+        COUNTER.restoreUnverified,
+        `restore from ${restoring} unverified; not attaching a backup source`,
+      )
+    case 'running':
+      // Bound before the mover finished: bound by hand, or a populator we do not know. Wait for it.
+      return done(`restore from ${restoring} still running (ReplicationDestination ${rdName}); attaching once it has finished`, { requeueAfterMs: RESTORE_RUNNING_REQUEUE_MS })
+    case 'restored':
+    case 'absent':
+      // A restore from ANOTHER PVC's repository says nothing about this one's; no restore of ours to
+      // read (the RD is gone, never ran, or is not ours) is no evidence of data: ask the store.
+      break
   }
 
   if (input.probe === undefined) {
@@ -193,14 +275,6 @@ export function reconcilePvc(input: ReconcileInput, config: Config): ReconcilePl
 
   const probe = input.probe
   if (probe.state === 'none') return attach(`no backup at ${probe.location} (${probe.detail})`, probe.location)
-
-  const ackKey = annotationKey(config, ANNOTATION.backupOverExisting)
-  const refuse = (reason: string, message: string, counter: string, summary: string, requeueAfterMs?: number): ReconcilePlan => {
-    if (pvc.annotations[attentionKey] !== message) steps.push({ kind: 'annotate-pvc', annotations: { [attentionKey]: message } })
-    events.push({ type: 'Warning', reason, message })
-    counters.push(counter)
-    return done(summary, requeueAfterMs === undefined ? {} : { requeueAfterMs })
-  }
 
   if (probe.state === 'exists') {
     // Restic mode read the repository: "existing data" is a snapshot VolSync would restore. A
@@ -290,6 +364,19 @@ function ownSteps(input: ReconcileInput): Array<Extract<ReconcileStep, { kind: '
     steps.push({ kind: 'own', apiVersion, objectKind, name: obj.metadata.name })
   }
   return steps
+}
+
+/** smart-restore's ReplicationDestination the PVC's dataSourceRef names, when it is ours. */
+function ourDestination(input: ReconcileInput): KubeObject | undefined {
+  const rd = input.existing.destination
+  return rd && isOurs(rd) && !rd.metadata.deletionTimestamp ? rd : undefined
+}
+
+/** How long the PVC has existed, when both clocks are known. */
+function pendingFor(pvc: PvcState, nowMs: number | undefined): number | undefined {
+  if (nowMs === undefined || !pvc.creationTimestamp) return undefined
+  const created = Date.parse(pvc.creationTimestamp)
+  return Number.isFinite(created) ? Math.max(0, nowMs - created) : undefined
 }
 
 /** Where the PVC is being restored from, while it is (a volsync RD data source and decision=restore). */

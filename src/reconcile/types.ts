@@ -19,6 +19,8 @@ export interface PvcState {
   dataSourceRef?: { apiGroup?: string; kind: string; name: string }
   /** Set while the PVC is being deleted: nothing new is attached then. */
   deletionTimestamp?: string
+  /** When the PVC was created: how long a restore into it has been pending. */
+  creationTimestamp?: string
   storageClassName?: string
   accessModes?: string[]
   capacity?: string
@@ -51,6 +53,8 @@ export interface ReconcileInput {
    * (`needsProbe`) and did; undefined otherwise.
    */
   probe?: ProbeResult
+  /** The controller's clock (ms since the epoch), for how long a restore has been pending. */
+  nowMs?: number
 }
 
 /** A Kubernetes Event to put on the PVC. */

@@ -10,6 +10,7 @@ import { startService, type ServiceHandle } from '../../src/service.js'
 import { captureLogger } from '../helpers/capture-log.js'
 import { find, parseMetrics, scrape, value } from '../helpers/metrics.js'
 import { startFakeApiServer } from '../helpers/fake-apiserver.js'
+import { emptyRestoreStatus, failedRestoreStatus, restoredStatus, writeRdStatus } from '../helpers/rd-status.js'
 import { seed, startS3rver, storeConfig } from '../helpers/storage-servers.js'
 
 const PVCS = '/api/v1/persistentvolumeclaims'
@@ -130,10 +131,44 @@ t.test('a restored PVC is backed up once Bound, and adopts its ReplicationDestin
   await eventually('the RD to be owned by the PVC', () => (api.objects.get(RD, 'apps', 'restored-restore') as any).metadata.ownerReferences?.some((r: any) => r.uid === created.metadata.uid))
   await eventually('the RestoreStarted Event', () => events('restored').find((e) => e.startsWith('RestoreStarted')))
   const probesBefore = s3.requests()
+  // VolSync reports the restore through the status subresource; the populator then binds the PVC.
+  await writeRdStatus(api, 'apps', 'restored-restore', restoredStatus('cdcdcdcd'))
   bind('restored')
   const rs = await eventually('the weekly source', () => source('restored'))
   t.match(rs.spec.trigger.schedule, /^\d{1,2} [0-5] \* \* 0$/)
   t.equal(s3.requests(), probesBefore, 'restored from its own repository: no probe needed')
+  await eventually('the BackupAttached Event', () => events('restored').find((e) => e.startsWith('BackupAttached')))
+})
+
+t.test('a restore that restored nothing is never backed up; the human acknowledgement attaches it', async (t) => {
+  const rdMeta = { labels: { 'app.kubernetes.io/managed-by': 'smart-restore', 'smart-restore.io/pvc': 'emptied' }, annotations: { 'smart-restore.io/pvc': 'emptied' } }
+  api.objects.put(RD, { apiVersion: 'volsync.backube/v1alpha1', kind: 'ReplicationDestination', metadata: { name: 'emptied-restore', namespace: 'apps', ...rdMeta }, spec: { trigger: { manual: 'smart-restore' }, restic: { repository: 'emptied-restic', copyMethod: 'Snapshot' } } })
+  pvc('emptied', { backup: 'hourly' }, { 'smart-restore.io/decision': 'restore', 'smart-restore.io/restore-source': 's3://backups/apps/emptied' }, { dataSourceRef: { apiGroup: 'volsync.backube', kind: 'ReplicationDestination', name: 'emptied-restore' } })
+  await writeRdStatus(api, 'apps', 'emptied-restore', emptyRestoreStatus())
+  bind('emptied')
+  const attention = await eventually('the attention annotation', () => (api.objects.get(PVCS, 'apps', 'emptied') as any).metadata.annotations['smart-restore.io/attention'])
+  t.match(attention, /restored NOTHING .*"No eligible snapshots found", "=== No data will be restored ==="/)
+  const event = await eventually('the RestoreEmpty Event', () => events('emptied').find((e) => e.startsWith('RestoreEmpty')))
+  t.match(event, /^RestoreEmpty: the restore from s3:\/\/backups\/apps\/emptied restored NOTHING/)
+  t.equal((api.objects.list(EVENTS, 'apps').find((e: any) => e.reason === 'RestoreEmpty') as any).type, 'Warning')
+  await new Promise((r) => setTimeout(r, 300))
+  t.equal(source('emptied'), undefined, 'no backup source: the empty volume is not backed up')
+  t.equal(api.objects.get(SECRETS, 'apps', 'emptied-restic'), undefined, 'nor its repository Secret written')
+
+  api.objects.update(PVCS, 'apps', 'emptied', (o: any) => (o.metadata.annotations['smart-restore.io/backup-over-existing'] = 'the app seeds itself; start backing up'))
+  await eventually('the source after the acknowledgement', () => source('emptied'))
+  await eventually('the attention annotation cleared', () => (api.objects.get(PVCS, 'apps', 'emptied') as any).metadata.annotations['smart-restore.io/attention'] === undefined)
+  t.pass()
+})
+
+t.test('a failed restore on a Pending PVC is reported at once', async (t) => {
+  api.objects.put(RD, { apiVersion: 'volsync.backube/v1alpha1', kind: 'ReplicationDestination', metadata: { name: 'broken-restore', namespace: 'apps', labels: { 'app.kubernetes.io/managed-by': 'smart-restore', 'smart-restore.io/pvc': 'broken' }, annotations: { 'smart-restore.io/pvc': 'broken' } }, spec: { trigger: { manual: 'smart-restore' }, restic: { repository: 'broken-restic', copyMethod: 'Snapshot' } } })
+  pvc('broken', { backup: 'hourly' }, { 'smart-restore.io/decision': 'restore', 'smart-restore.io/restore-source': 's3://backups/apps/broken' }, { dataSourceRef: { apiGroup: 'volsync.backube', kind: 'ReplicationDestination', name: 'broken-restore' } })
+  await writeRdStatus(api, 'apps', 'broken-restore', failedRestoreStatus())
+  const event = await eventually('the RestoreFailed Event', () => events('broken').find((e) => e.startsWith('RestoreFailed')))
+  t.match(event, /"Fatal: wrong password or no key found"/)
+  t.match((api.objects.get(PVCS, 'apps', 'broken') as any).metadata.annotations['smart-restore.io/attention'], /failed/)
+  t.equal(source('broken'), undefined)
 })
 
 t.test('a ReplicationSource smart-restore did not create is reported, never modified', async (t) => {

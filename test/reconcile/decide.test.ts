@@ -8,10 +8,11 @@ import { defaultConfig, type Config } from '../../src/config/schema.js'
 import { backupSourceName } from '../../src/engines/names.js'
 import { buildRepositorySecret, buildReplicationSource, MANAGED_BY_LABEL, MANAGED_BY_VALUE, pvcOwnerReference } from '../../src/engines/volsync.js'
 import type { KubeObject } from '../../src/inflight/types.js'
-import { COUNTER, deepEqual, reconcilePvc, sourceDifferences, STORE_UNKNOWN_REQUEUE_MS } from '../../src/reconcile/decide.js'
+import { COUNTER, deepEqual, reconcilePvc, RESTORE_RUNNING_REQUEUE_MS, sourceDifferences, STORE_UNKNOWN_REQUEUE_MS } from '../../src/reconcile/decide.js'
 import { spreadSchedule } from '../../src/reconcile/schedule.js'
 import type { PvcState, ReconcileInput, ReconcilePlan, ReconcileStep } from '../../src/reconcile/types.js'
 import type { ProbeResult } from '../../src/storage/types.js'
+import { emptyRestoreStatus, failedRestoreStatus, noMoverStatus, restoredStatus, runningRestoreStatus } from '../helpers/rd-status.js'
 
 const config: Config = validateConfig(structuredClone(defaultConfig))
 const P = 'smart-restore.io/'
@@ -59,8 +60,15 @@ function object(apiVersion: string, kind: string, name: string, extra: Partial<K
   return { apiVersion, kind, metadata: { name, namespace: 'media', uid: `uid-of-${name}`, ...extra }, ...body }
 }
 
-const ourRd = (owned = false) =>
-  object('volsync.backube/v1alpha1', 'ReplicationDestination', 'data-claim-restore', { labels: managed, ...(owned ? { ownerReferences: [pvcOwnerReference({ name: 'data-claim', uid: UID })] } : {}) })
+/** Our RD; by default its restore has restored a snapshot, as VolSync reports it. */
+const ourRd = (owned = false, status: Record<string, unknown> | undefined = restoredStatus()) =>
+  object(
+    'volsync.backube/v1alpha1',
+    'ReplicationDestination',
+    'data-claim-restore',
+    { labels: managed, ...(owned ? { ownerReferences: [pvcOwnerReference({ name: 'data-claim', uid: UID })] } : {}) },
+    { spec: { trigger: { manual: 'smart-restore' } }, ...(status ? { status } : {}) },
+  )
 
 /** The `<pvc>-restic` Secret as the controller applies it (with the PVC as owner). */
 const ourSecret = (owned = true) => {
@@ -342,12 +350,13 @@ t.test('bound after a restore from its own repository: attached without a probe'
   t.equal(applyStep(plan).secretName, 'data-claim-restic', 'the own repository Secret')
   t.same(reasons(plan), ['BackupAttached'])
   t.match(plan.events[0]!.message, `backing up to ${LOCATION} on tier hourly`)
+  t.match(plan.summary, 'restored snapshot 0ff74383 from its own repository')
   t.notOk(reasons(plan).includes('RestoreStarted'), 'Bound: the restore is over')
 
   // `restore-from: data-claim` (itself) is still its own repository.
   const self = restoredPvc()
   self.annotations[`${P}restore-from`] = 'media/data-claim'
-  t.equal(reconcilePvc(input(self), config).needsProbe, undefined)
+  t.equal(reconcilePvc(input(self, { existing: { destination: ourRd(true) } }), config).needsProbe, undefined)
 
   // The restore also owns an RD left unowned.
   t.same(kinds(reconcilePvc(input(restoredPvc(), { existing: { destination: ourRd(false) } }), config)), ['own', 'apply-source'])
@@ -545,4 +554,110 @@ t.test('restic mode, bound, fresh: an unreadable repository is never backed up o
     t.same(plan.counters, [COUNTER.repositoryUnreadable])
     t.equal(plan.requeueAfterMs, undefined, 'not a retry loop: a human must act; the resync looks again')
   }
+})
+
+// ---- what the restore produced (issue: never back up a restore that restored nothing) -------------
+
+t.test('bound after a restore: the RD status decides, as VolSync reports it', async (t) => {
+  const rdOf = (status: Record<string, unknown> | undefined) => ({ existing: { destination: ourRd(true, status) } })
+
+  // Restored nothing: no source, attention, RestoreEmpty quoting the mover, counted.
+  const empty = reconcilePvc(input(restoredPvc(), rdOf(emptyRestoreStatus())), config)
+  t.notOk(kinds(empty).includes('apply-source'), 'empty: no backup source')
+  t.equal(empty.needsProbe, undefined, 'the store is not asked: the restore itself says it')
+  t.same(reasons(empty), ['RestoreEmpty'])
+  t.equal(empty.events[0]!.type, 'Warning')
+  const emptyText =
+    `the restore from ${LOCATION} restored NOTHING (ReplicationDestination data-claim-restore: "No eligible snapshots found", "=== No data will be restored ===", "Restic completed in 4s"): ` +
+    `the volume is empty, and backing it up would make an empty snapshot the newest. A backup source is attached only when a human says so: ${ACK_KEY}="<reason>" (its first backup becomes the newest snapshot)`
+  t.equal(empty.events[0]!.message, emptyText)
+  t.same(empty.steps, [{ kind: 'annotate-pvc', annotations: { [ATTENTION]: emptyText } }])
+  t.same(empty.counters, [COUNTER.restoreEmpty])
+  t.equal(COUNTER.restoreEmpty, 'restore_empty')
+  // Once annotated, not patched again.
+  const emptyAgain = reconcilePvc(input(restoredPvc({ annotations: { ...restoredPvc().annotations, [ATTENTION]: emptyText } }), rdOf(emptyRestoreStatus())), config)
+  t.same(emptyAgain.steps, [])
+  t.same(reasons(emptyAgain), ['RestoreEmpty'])
+
+  // The human's way out: attach, clear the attention, say why.
+  const acked = reconcilePvc(input(restoredPvc({ annotations: { ...restoredPvc().annotations, [ATTENTION]: emptyText, [ACK_KEY]: 'app re-seeds itself' } }), rdOf(emptyRestoreStatus())), config)
+  t.same(kinds(acked), ['apply-source', 'annotate-pvc'])
+  t.same(acked.counters, [COUNTER.backupOverExisting])
+
+  // Failed (backoff limit reached) yet Bound: no source, RestoreFailed with the Fatal/ERROR lines.
+  const failed = reconcilePvc(input(restoredPvc(), rdOf(failedRestoreStatus())), config)
+  t.notOk(kinds(failed).includes('apply-source'))
+  t.same(reasons(failed), ['RestoreFailed'])
+  t.match(failed.events[0]!.message, '"Fatal: wrong password or no key found", "ERROR: failure checking existence of repository"')
+  t.same(failed.counters, [COUNTER.restoreFailed])
+
+  // No mover status (VolSync before 0.8): unverified, never assumed restored.
+  const unverified = reconcilePvc(input(restoredPvc(), rdOf(noMoverStatus())), config)
+  t.notOk(kinds(unverified).includes('apply-source'))
+  t.same(reasons(unverified), ['RestoreUnverified'])
+  t.same(unverified.counters, [COUNTER.restoreUnverified])
+
+  // Bound while the trigger has not completed (bound by hand): wait and look again, nothing else.
+  const running = reconcilePvc(input(restoredPvc(), rdOf(runningRestoreStatus())), config)
+  t.same(running.steps.filter((s) => s.kind !== 'own'), [])
+  t.same(running.events, [])
+  t.equal(running.requeueAfterMs, RESTORE_RUNNING_REQUEUE_MS)
+  t.match(running.summary, 'still running')
+
+  // Successful with latestImage but the trigger is someone else's value: not our restore's result.
+  const otherTrigger = ourRd(true, { ...restoredStatus(), lastManualSync: 'manual-2' })
+  t.equal(reconcilePvc(input(restoredPvc(), { existing: { destination: otherTrigger } }), config).requeueAfterMs, RESTORE_RUNNING_REQUEUE_MS)
+})
+
+t.test('bound, decision restore, but no RD of ours to read: checked like a fresh PVC', async (t) => {
+  const foreignRd = object('volsync.backube/v1alpha1', 'ReplicationDestination', 'data-claim-restore', { labels: { 'app.kubernetes.io/managed-by': 'someone' } }, { status: restoredStatus() })
+  const deleting = { ...ourRd(true), metadata: { ...ourRd(true).metadata, deletionTimestamp: '2026-11-22T06:00:00Z' } }
+  for (const [why, existing] of [['RD gone', {}], ['RD not ours', { destination: foreignRd }], ['RD being deleted', { destination: deleting }]] as const) {
+    const first = reconcilePvc(input(restoredPvc(), { existing }), config)
+    t.same(first.needsProbe, { repositoryKey: KEY }, `${why}: the store is asked`)
+    t.same(reconcilePvc(input(restoredPvc(), { existing, probe: exists }), config).counters, [COUNTER.refusedExistingBackup], `${why}: backups exist → refused`)
+    t.same(kinds(reconcilePvc(input(restoredPvc(), { existing, probe: none }), config)).filter((k) => k !== 'own'), ['apply-source'], `${why}: nothing there → attached`)
+  }
+})
+
+t.test('restored from ANOTHER PVC and it restored nothing: still reported, no source', async (t) => {
+  const other = restoredPvc({ annotations: { [`${P}decision`]: 'restore', [`${P}restore-from`]: 'template-claim', [`${P}restore-source`]: 's3://backups/media/template-claim' } })
+  const plan = reconcilePvc(input(other, { existing: { destination: ourRd(true, emptyRestoreStatus()) } }), config)
+  t.same(reasons(plan), ['RestoreEmpty'])
+  t.match(plan.events[0]!.message, 'the restore from s3://backups/media/template-claim restored NOTHING')
+  // And when it did restore, its own repository is still checked before attaching.
+  t.same(reconcilePvc(input(other, { existing: { destination: ourRd(true) } }), config).needsProbe, { repositoryKey: KEY })
+})
+
+t.test('pending restore: RestoreFailed at once, RestorePending past reconciler.restorePendingAfterMs', async (t) => {
+  const created = '2026-11-22T05:00:00Z'
+  const at = (minutes: number) => Date.parse(created) + minutes * 60_000
+  const pending = restoredPvc({ phase: 'Pending', creationTimestamp: created })
+  t.equal(config.reconciler.restorePendingAfterMs, 30 * 60_000, 'default 30 min')
+
+  const early = reconcilePvc(input(pending, { existing: { destination: ourRd(true, runningRestoreStatus()) }, nowMs: at(5) }), config)
+  t.same(reasons(early), ['RestoreStarted'])
+  t.equal(early.requeueAfterMs, 25 * 60_000, 'looks again when the 30 min are up')
+
+  const late = reconcilePvc(input(pending, { existing: { destination: ourRd(true, runningRestoreStatus()) }, nowMs: at(31) }), config)
+  t.same(reasons(late), ['RestorePending'])
+  t.equal(late.events[0]!.type, 'Warning')
+  t.equal(
+    late.events[0]!.message,
+    `still Pending 31 min after its restore from ${LOCATION} started (ReplicationDestination data-claim-restore; no mover has finished yet). ` +
+      'See "kubectl describe replicationdestination data-claim-restore" and the volsync-dst-data-claim-restore Job\'s logs',
+  )
+  t.same(late.counters, [COUNTER.restorePending])
+  t.notOk(kinds(late).includes('apply-source'))
+
+  const failing = reconcilePvc(input(pending, { existing: { destination: ourRd(true, failedRestoreStatus()) }, nowMs: at(3) }), config)
+  t.same(reasons(failing), ['RestoreFailed'])
+  t.match(failing.events[0]!.message, /failed \(ReplicationDestination data-claim-restore\): .*"Fatal: wrong password or no key found".*the PVC stays Pending until a restore succeeds/)
+  t.same(failing.counters, [COUNTER.restoreFailed])
+  t.match(failing.steps, [{ kind: 'annotate-pvc' }])
+
+  // Without a clock (or a creationTimestamp) nothing is timed.
+  const untimed = reconcilePvc(input(restoredPvc({ phase: 'Pending' }), { existing: { destination: ourRd(true, runningRestoreStatus()) } }), config)
+  t.same(reasons(untimed), ['RestoreStarted'])
+  t.equal(untimed.requeueAfterMs, undefined)
 })
