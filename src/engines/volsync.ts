@@ -30,6 +30,7 @@ export interface KubeObjectMeta {
   namespace: string
   labels?: Record<string, string>
   annotations?: Record<string, string>
+  ownerReferences?: Array<{ apiVersion: string; kind: string; name: string; uid: string; controller?: boolean; blockOwnerDeletion?: boolean }>
 }
 
 export interface ReplicationDestination {
@@ -106,6 +107,15 @@ export function buildReplicationDestination(args: {
     },
     spec: { trigger: { manual: RESTORE_TRIGGER }, restic },
   }
+}
+
+/**
+ * The restore's ReplicationDestination as owner of its repository Secret: the garbage collector
+ * removes the Secret with the RD (an orphan swept, a stale RD replaced). Not a controller reference
+ * and not blocking, like the PVC's references (see ClusterClient.addOwnerReference).
+ */
+export function restoreOwnerReference(rdName: string, uid: string) {
+  return { apiVersion: `${VOLSYNC_GROUP}/${VOLSYNC_VERSION}`, kind: 'ReplicationDestination', name: rdName, uid, controller: false, blockOwnerDeletion: false }
 }
 
 /** Key of the per-PVC repository Secret that carries store.s3.caBundle for the movers. */

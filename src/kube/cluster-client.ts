@@ -460,25 +460,32 @@ export class ClusterClient {
   }
 
   async ensureReplicationDestination(desired: DesiredReplicationDestination, opts: CallOptions = {}): Promise<EnsureReplicationDestinationResult> {
+    return (await this.ensureReplicationDestinationObject(desired, opts)).result
+  }
+
+  /** ensureReplicationDestination, with the uid of the RD that now stands (to make it an owner). */
+  async ensureReplicationDestinationObject(desired: DesiredReplicationDestination, opts: CallOptions = {}): Promise<{ result: EnsureReplicationDestinationResult; uid: string }> {
     const { namespace, name } = desired.metadata
     const object = `ReplicationDestination ${namespace}/${name}`
     const body = { apiVersion: `${VOLSYNC_GROUP}/${VOLSYNC_VERSION}`, kind: 'ReplicationDestination', ...desired }
     const ref = { group: VOLSYNC_GROUP, version: VOLSYNC_VERSION, namespace, plural: RD_PLURAL }
-    const create = async (): Promise<boolean> => {
+    // The created object's uid, or undefined when the name is taken (409).
+    const create = async (): Promise<string | undefined> => {
       try {
-        await this.call('create', object, opts.signal, (o) => this.custom.createNamespacedCustomObject({ ...ref, body, fieldManager: this.opts.fieldManager }, o))
-        return true
+        const made = (await this.call('create', object, opts.signal, (o) => this.custom.createNamespacedCustomObject({ ...ref, body, fieldManager: this.opts.fieldManager }, o))) as { metadata?: { uid?: string } }
+        return made?.metadata?.uid ?? ''
       } catch (err) {
-        if (err instanceof KubeApiError && err.kind === 'conflict') return false
+        if (err instanceof KubeApiError && err.kind === 'conflict') return undefined
         throw err
       }
     }
     const stillThere = (why: string) =>
       new KubeApiError({ kind: 'conflict', status: 409, object, retryable: true, message: `${object} ${why}; it is still being deleted, retry in a few seconds` })
 
-    if (await create()) {
+    const createdUid = await create()
+    if (createdUid !== undefined) {
       this.opts.logger?.info({ object }, 'kubernetes object created')
-      return 'created'
+      return { result: 'created', uid: createdUid }
     }
     let existing: ExistingReplicationDestination
     try {
@@ -486,14 +493,15 @@ export class ClusterClient {
     } catch (err) {
       // Deleted between our create and our read: one more create settles it.
       if (!(err instanceof KubeApiError && err.kind === 'not-found')) throw err
-      if (await create()) return 'created'
+      const again = await create()
+      if (again !== undefined) return { result: 'created', uid: again }
       throw stillThere('reappeared while smart-restore was creating it')
     }
 
     const a = assessReplicationDestination(existing, desired)
     if (a.terminating) throw stillThere('exists but is marked for deletion')
     // A retry of the same admission: the RD we (or someone, identically) created is still waiting to restore.
-    if (!a.mismatch && !a.completed) return 'unchanged'
+    if (!a.mismatch && !a.completed) return { result: 'unchanged', uid: existing.metadata?.uid ?? '' }
     const why = a.mismatch ?? `its restore already ran (status.lastManualSync = spec.trigger.manual = ${JSON.stringify(existing.spec?.trigger?.manual)}), so its image is from back then`
     if (!a.ours) {
       throw new KubeApiError({
@@ -518,7 +526,8 @@ export class ClusterClient {
       }
       if (!(err instanceof KubeApiError && err.kind === 'not-found')) throw err
     }
-    if (await create()) return 'replaced'
+    const replaced = await create()
+    if (replaced !== undefined) return { result: 'replaced', uid: replaced }
     throw stillThere(`was deleted because ${why}, but could not be created again`)
   }
 

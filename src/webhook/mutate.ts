@@ -1,7 +1,7 @@
 /**
  * POST /mutate: the smart-restore decision for a PVC CREATE, carried out.
  *
- *   plan (pure) → probe the store → decide (pure) → create Secret + ReplicationDestination → answer
+ *   plan (pure) → probe the store → decide (pure) → create ReplicationDestination + its Secret → answer
  *
  * Every path ends in an AdmissionReview: a failure to create the restore objects is a denial that
  * says what failed, never an allowed PVC without its data.
@@ -9,7 +9,7 @@
 import type { AdmissionRequest } from '../admission/types.js'
 import { allow } from '../admission/respond.js'
 import { decideAfterProbe, planCreate, type Denial, type RestoreDecision } from '../decide/create.js'
-import { buildRepositorySecret, REQUIRED_SOURCE_KEYS } from '../engines/volsync.js'
+import { buildRepositorySecret, REQUIRED_SOURCE_KEYS, restoreOwnerReference } from '../engines/volsync.js'
 import { denied, type HandlerResult } from './answer.js'
 import type { CallOptions, WebhookDeps } from './ports.js'
 
@@ -63,9 +63,26 @@ async function setUpRestore(decision: RestoreDecision, deps: WebhookDeps, pvcNam
   })
   const made: string[] = []
   try {
-    made.push(`Secret ${namespace}/${secret.metadata.name} (${await cluster.ensureSecret(secret, call)})`)
+    // The RD first, then the Secret owned by it: whatever happens next, everything made here hangs
+    // off the RD, so the reconciler's orphan sweep (an RD whose PVC never came) takes all of it, and
+    // the Secret never lingers alone. VolSync retries an RD whose Secret is not there yet.
     const rd = decision.destination
-    made.push(`ReplicationDestination ${namespace}/${rd.metadata.name} (${await cluster.ensureReplicationDestination(rd, call)})`)
+    const { result, uid } = await cluster.ensureReplicationDestinationObject(rd, call)
+    made.push(`ReplicationDestination ${namespace}/${rd.metadata.name} (${result})`)
+    const owned = uid ? { ...secret, metadata: { ...secret.metadata, ownerReferences: [restoreOwnerReference(rd.metadata.name, uid)] } } : secret
+    try {
+      made.push(`Secret ${namespace}/${secret.metadata.name} (${await cluster.ensureSecret(owned, call)})`)
+    } catch (err) {
+      // Denied: take back the RD this admission made, so a denial leaves nothing behind (an RD
+      // from an earlier attempt stays for the retry). Best effort: if this fails too, the
+      // reconciler's orphan sweep removes it once reconciler.orphanGraceMs has passed.
+      if (result !== 'unchanged' && uid) {
+        await cluster.delete(`${rd.apiVersion}`, 'ReplicationDestination', namespace, rd.metadata.name, { uid }).catch((rollback: unknown) => {
+          deps.logger.warn({ object: `ReplicationDestination ${namespace}/${rd.metadata.name}`, err: describeError(rollback).message }, 'could not take back the ReplicationDestination of a denied restore; the orphan sweep will')
+        })
+      }
+      throw err
+    }
   } catch (err) {
     const e = describeError(err)
     return {

@@ -12,7 +12,10 @@ import type { InFlightFinding, PvcIdentity } from '../inflight/types.js'
 export interface ClusterWriter {
   readSecretData(namespace: string, name: string, opts?: CallOptions): Promise<Record<string, string>>
   ensureSecret(desired: RepositorySecret, opts?: CallOptions): Promise<string>
-  ensureReplicationDestination(desired: ReplicationDestination, opts?: CallOptions): Promise<string>
+  /** Create (or find, or replace a stale) RD; its uid makes it the owner of the repository Secret. */
+  ensureReplicationDestinationObject(desired: ReplicationDestination, opts?: CallOptions): Promise<{ result: string; uid: string }>
+  /** Delete exactly this object (uid precondition); 'gone' when it already is. */
+  delete(apiVersion: string, kind: string, namespace: string, name: string, opts?: CallOptions & { uid?: string }): Promise<string>
 }
 
 /** `signal` aborts when the admission's own budget (the apiserver's timeout) is spent. */

@@ -96,12 +96,13 @@ t.test('a snapshot exists: Secret and ReplicationDestination created, PVC patche
     restic: { repository: 'data-claim-restic', copyMethod: 'Snapshot', capacity: '10Gi', accessModes: ['ReadWriteOnce'], storageClassName: 'longhorn', volumeSnapshotClassName: 'longhorn-snap' },
   })
   t.equal(rd.metadata.annotations['smart-restore.io/restore-source'], 's3://backups/media/data-claim')
+  t.same(secret.metadata.ownerReferences, [{ apiVersion: 'volsync.backube/v1alpha1', kind: 'ReplicationDestination', name: 'data-claim-restore', uid: rd.metadata.uid, controller: false, blockOwnerDeletion: false }], 'the Secret is owned by the RD: an orphaned RD takes it along')
 
   const writes = api.requests.filter((r) => r.method !== 'GET').map((r) => `${r.method} ${r.path}`)
-  t.same(writes, ['PATCH /api/v1/namespaces/media/secrets/data-claim-restic', 'POST /apis/volsync.backube/v1alpha1/namespaces/media/replicationdestinations'])
+  t.same(writes, ['POST /apis/volsync.backube/v1alpha1/namespaces/media/replicationdestinations', 'PATCH /api/v1/namespaces/media/secrets/data-claim-restic'], 'the RD first, then its Secret')
   t.same(api.requests.filter((r) => r.method === 'GET').map((r) => r.path), ['/api/v1/namespaces/smart-restore/secrets/smart-restore-restic'], 'the only Secret read is the source Secret')
   const line = log.lines().find((l) => l.msg === 'admission' && l.uid === body.request.uid)
-  t.match(line, { decision: 'restore', objects: ['Secret media/data-claim-restic (created)', 'ReplicationDestination media/data-claim-restore (created)'] })
+  t.match(line, { decision: 'restore', objects: ['ReplicationDestination media/data-claim-restore (created)', 'Secret media/data-claim-restic (created)'] })
 })
 
 t.test('the same CREATE again (retry, reinvocation): same answer, nothing new', async (t) => {

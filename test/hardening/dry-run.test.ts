@@ -211,7 +211,7 @@ t.test('positive control: a real CREATE writes exactly its Secret and Replicatio
   const r = await client.post('/mutate', JSON.stringify(d))
   t.equal(r.json.response.allowed, true)
   const writes = api.requests.slice(before).filter((q) => q.method !== 'GET').map((q) => `${q.method} ${q.path}`)
-  t.same(writes, [`PATCH /api/v1/namespaces/${NS}/secrets/dry-0-restic`, `POST /apis/volsync.backube/v1alpha1/namespaces/${NS}/replicationdestinations`], 'the counter sees real writes')
+  t.same(writes, [`POST /apis/volsync.backube/v1alpha1/namespaces/${NS}/replicationdestinations`, `PATCH /api/v1/namespaces/${NS}/secrets/dry-0-restic`], 'the counter sees real writes')
   t.equal(s3.writes().length, s3WritesBefore, 'and S3 is still only read')
 })
 

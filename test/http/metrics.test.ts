@@ -53,7 +53,8 @@ const cluster: ClusterWriter = {
     }
     return 'created'
   },
-  ensureReplicationDestination: async () => 'created',
+  ensureReplicationDestinationObject: async () => ({ result: 'created', uid: 'uid-of-rd' }),
+  delete: async () => 'deleted',
 }
 // The deletion guard's view: busy-claim has a backup running.
 const inFlight: InFlightView = {

@@ -326,8 +326,8 @@ t.test('POST /mutate with restic repositories written by restic, over HTTPS', { 
       tt.strictSame(line?.objects, [])
       return
     }
-    tt.strictSame(writes().slice(writesBefore), [`PATCH /api/v1/namespaces/${NS}/secrets/${pvc}-restic`, `POST /apis/volsync.backube/v1alpha1/namespaces/${NS}/replicationdestinations`], 'the two restore objects, nothing else')
-    tt.strictSame(line?.objects, [`Secret ${NS}/${pvc}-restic (created)`, `ReplicationDestination ${NS}/${pvc}-restore (created)`])
+    tt.strictSame(writes().slice(writesBefore), [`POST /apis/volsync.backube/v1alpha1/namespaces/${NS}/replicationdestinations`, `PATCH /api/v1/namespaces/${NS}/secrets/${pvc}-restic`], 'the two restore objects, nothing else')
+    tt.strictSame(line?.objects, [`ReplicationDestination ${NS}/${pvc}-restore (created)`, `Secret ${NS}/${pvc}-restic (created)`])
     const rd = api.objects.get(RDS, NS, `${pvc}-restore`) as any
     tt.strictSame(rd?.spec, {
       trigger: { manual: 'smart-restore' },

@@ -82,14 +82,14 @@ t.test('a snapshot exists: dataSourceRef patch; standalone mode says nothing was
     const patched = fastJsonPatch.applyPatch(JSON.parse(body).request.object, decodePatch(json.response), true, false).newDocument
     t.same(patched.spec.dataSourceRef, { apiGroup: 'volsync.backube', kind: 'ReplicationDestination', name: 'data-claim-restore' }, file)
     t.equal(patched.metadata.annotations['smart-restore.io/decision'], 'restore')
-    t.match(json.response.warnings, [/restoring from file:\/\//, /standalone mode .* not created/])
+    t.match(json.response.warnings, [/restoring from file:\/\//, /which snapshot VolSync restores is not checked \(probe.mode=list\)/, /standalone mode .* not created/])
     t.same(json.response.auditAnnotations.decision, 'restore')
   }
   t.match(log.lines().filter((l) => l.msg === 'admission')[0], { decision: 'restore', objects: [] })
 
   const dry = await post(app, fixtureBody('create-dryrun.mutating.json'))
   t.equal(dry.json.response.allowed, true, 'dry run: same decision')
-  t.match(dry.json.response.warnings, [/restoring from/, /standalone mode/, /dry run; ReplicationDestination data-claim-restore not created/])
+  t.match(dry.json.response.warnings, [/restoring from/, /not checked/, /standalone mode/, /dry run; ReplicationDestination data-claim-restore not created/])
 })
 
 t.test('bodies that need no decision pass unchanged', async (t) => {
