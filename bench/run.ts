@@ -15,11 +15,17 @@
  *    server answering a constant allowed AdmissionReview; measured before and after the throughput
  *    scenarios, then stopped.
  *
+ * Then, with the service stopped, probe mode restic (the default store.probe.mode) without the service:
+ * the store on a 40-snapshot restic repository in its own s3rver, cold and warm decisions, as-of,
+ * readAll, scrypt, against list mode on the same repository (bench/restic-probe.ts; ~25 s).
+ *
  * Everything listens on 127.0.0.1 and stops by itself. Figures go to stdout and bench/RESULTS.md.
  * Knobs (environment): BENCH_SECONDS (8), BENCH_WARMUP (2), BENCH_CONNECTIONS (20), BENCH_PVCS (10000),
- * BENCH_RESTORE_SEEDS (4000), BENCH_S3_LATENCY_MS (20), BENCH_ONLY (comma-separated scenario ids; the
- * baseline always runs), BENCH_CPU_PROF=1 (the service writes one bench/profiles/<scenario>.cpuprofile
- * per measured scenario; profiling slows it, so such a run's figures are not the reference),
+ * BENCH_RESTORE_SEEDS (4000), BENCH_S3_LATENCY_MS (20), BENCH_RESTIC_RUNS (5: runs per restic figure),
+ * BENCH_RESTIC_CONCURRENT (8: cold restic decisions at once), BENCH_ONLY (comma-separated scenario
+ * ids, `restic` for the restic section; the baseline always runs), BENCH_CPU_PROF=1 (the service
+ * writes one bench/profiles/<scenario>.cpuprofile per measured scenario; profiling slows it, so such
+ * a run's figures are not the reference),
  * BENCH_NO_COMPILE=1 (run bench/.build as it is, for experiments on the compiled service),
  * BENCH_SERVICE_NODE_OPTIONS (NODE_OPTIONS of the service, e.g. V8 heap flags), BENCH_RECONCILER=0 (no
  * backup-source reconciler: then no PVC watch, only the deletion guard's caches),
@@ -43,6 +49,8 @@ import { constantBody, makeTemplate, nameOf, render, type BodyTemplate, type Nam
 import { cpuMsOf, machine, machineBusyMs, memoryOf } from './lib/proc.js'
 import { startProxy, type ConnectionClass } from './lib/proxy.js'
 import { fmt, fmtInt, percentiles } from './lib/stats.js'
+import { markdownTable, textTable } from './lib/tables.js'
+import { measureResticProbe, resticHeader, resticLegend, resticMarkdown, resticNotes, resticTable, resticTargets, type ResticFigures } from './restic-probe.js'
 import type { BurstJob, BurstResult, LoadJob, LoadResult } from './load-worker.js'
 
 const here = dirname(fileURLToPath(import.meta.url))
@@ -54,6 +62,8 @@ const CONNECTIONS = num('BENCH_CONNECTIONS', 20)
 const PVCS = num('BENCH_PVCS', 10_000)
 const RESTORE_SEEDS = num('BENCH_RESTORE_SEEDS', 4000)
 const S3_LATENCY_MS = num('BENCH_S3_LATENCY_MS', 20)
+const RESTIC_RUNS = num('BENCH_RESTIC_RUNS', 5)
+const RESTIC_CONCURRENT = num('BENCH_RESTIC_CONCURRENT', 8)
 const BURST = 200
 const CPU_PROF = env.BENCH_CPU_PROF === '1'
 const ONLY = env.BENCH_ONLY ? new Set(env.BENCH_ONLY.split(',').map((x) => x.trim())) : undefined
@@ -219,6 +229,10 @@ writeFileSync(
       store: {
         type: 's3',
         s3: { endpoint: s3proxy.url, region: 'us-east-1', bucket: BUCKET, forcePathStyle: true, accessKeyId: S3RVER_KEY, secretAccessKey: S3RVER_KEY },
+        // The admission scenarios measure list mode (one LIST per cold decision; their seeded snapshot
+        // files are stand-ins, not restic repositories). The default mode, restic, is measured on its
+        // own after them (bench/restic-probe.ts), with list mode as its baseline.
+        probe: { mode: 'list' },
       },
       kube: { mode: 'cluster' },
       // On, as deployed: its PVC watch is what puts the 10,000 PVCs in the watched caches. It writes
@@ -710,6 +724,14 @@ const totals = {
 await service.stop()
 log('service stopped')
 
+// Probe mode restic: the store alone on a 40-snapshot repository, list mode as its baseline.
+let restic: ResticFigures | undefined
+if (!ONLY || ONLY.has('restic')) {
+  log(`restic: probe mode restic on a 40-snapshot repository, ${RESTIC_RUNS} runs per figure (and list mode on it)`)
+  restic = await measureResticProbe({ runs: RESTIC_RUNS, latencyMs: S3_LATENCY_MS, concurrent: RESTIC_CONCURRENT, log })
+  log(`restic: done in ${((restic.wallMs) / 1000).toFixed(1)} s`)
+}
+
 // ---------------------------------------------------------------------------------------------
 // Report
 
@@ -744,15 +766,6 @@ const table: string[][] = rows.map((r) => [
   `${fmt(r.serviceCpuPct, 0)} / ${fmt(r.runnerCpuPct, 0)} / ${fmt(r.otherCpuPct, 0)}`,
   isBase(r) ? '–' : fmt(r.rssAfterMiB, 0),
 ])
-
-function markdownTable(h: string[], body: string[][]): string {
-  return [`| ${h.join(' | ')} |`, `|${h.map(() => '---').join('|')}|`, ...body.map((r) => `| ${r.join(' | ')} |`)].join('\n')
-}
-function textTable(h: string[], body: string[][]): string {
-  const widths = h.map((c, i) => Math.max(c.length, ...body.map((r) => r[i]!.length)))
-  const line = (r: string[]) => r.map((c, i) => (i === 0 ? c.padEnd(widths[i]!) : c.padStart(widths[i]!))).join('  ')
-  return [line(h), widths.map((w) => '-'.repeat(w)).join('  '), ...body.map(line)].join('\n')
-}
 
 interface Target {
   what: string
@@ -809,7 +822,7 @@ function judge(): Target[] {
     { what: `RSS < 150 MB with ${PVCS.toLocaleString('en-US')} PVCs + ${PVCS.toLocaleString('en-US')} RSs cached`, measured: `start ${fmt(rssStart.rssMiB, 0)} MiB, end ${fmt(rssEnd.rssMiB, 0)} MiB, peak ${fmt(rssEnd.peakMiB, 0)} MiB`, met: rssEnd.peakMiB * 1.048576 < 150 },
   ]
 }
-const targets: Target[] = ONLY ? [] : judge()
+const targets: Target[] = [...(ONLY ? [] : judge()), ...(restic ? resticTargets(restic) : [])]
 
 const detail = rows
   .filter((r) => !isBase(r))
@@ -828,7 +841,7 @@ const detail = rows
   })
   .join('\n')
 
-const command = `npm run bench${[['BENCH_SECONDS', SECONDS, 8], ['BENCH_WARMUP', WARMUP, 2], ['BENCH_CONNECTIONS', CONNECTIONS, 20], ['BENCH_PVCS', PVCS, 10000], ['BENCH_RESTORE_SEEDS', RESTORE_SEEDS, 4000], ['BENCH_S3_LATENCY_MS', S3_LATENCY_MS, 20]]
+const command = `npm run bench${[['BENCH_SECONDS', SECONDS, 8], ['BENCH_WARMUP', WARMUP, 2], ['BENCH_CONNECTIONS', CONNECTIONS, 20], ['BENCH_PVCS', PVCS, 10000], ['BENCH_RESTORE_SEEDS', RESTORE_SEEDS, 4000], ['BENCH_S3_LATENCY_MS', S3_LATENCY_MS, 20], ['BENCH_RESTIC_RUNS', RESTIC_RUNS, 5], ['BENCH_RESTIC_CONCURRENT', RESTIC_CONCURRENT, 8]]
   .filter(([, v, d]) => v !== d)
   .map(([k, v]) => ` ${k}=${v}`)
   .join('')}`
@@ -843,6 +856,7 @@ const summary = {
 
 const text = textTable(header, table)
 process.stdout.write(`\n${text}\n\n${detail}\n\n`)
+if (restic) process.stdout.write(`Probe mode restic, ${restic.snapshots} snapshots:\n\n${textTable(resticHeader, resticTable(restic, false))}\n\n${[...resticLegend(restic), '', ...resticNotes(restic)].join('\n')}\n\n`)
 for (const t of targets) process.stdout.write(`${t.met ? 'MET   ' : 'MISSED'}  ${t.what}: ${t.measured}\n`)
 const MiB = (bytes: number | undefined) => fmt((bytes ?? NaN) / 2 ** 20, 0)
 const rssLine =
@@ -870,7 +884,7 @@ How the benchmark works and why the missed targets are missed: bench/README.md.
   (1 s for the rate-limited and S3 scenarios); ${CONNECTIONS} connections unless the table says otherwise.
 - **Service**: its own process (bench/serve.ts = src/main.ts's startup), cluster mode against a loopback
   Kubernetes API (test/helpers/fake-apiserver.ts) holding ${PVCS.toLocaleString('en-US')} PVCs and ${PVCS.toLocaleString('en-US')} ReplicationSources
-  (${Array.from({ length: PVCS }, (_, i) => i).filter(inFlight).length} of them mid-backup), S3 = s3rver on loopback, reconciler ${env.BENCH_RECONCILER === '0' ? 'off' : 'on'}, log level ${env.BENCH_LOG_LEVEL ?? 'info'}, metrics on,
+  (${Array.from({ length: PVCS }, (_, i) => i).filter(inFlight).length} of them mid-backup), S3 = s3rver on loopback (probe mode list: the restic mode has its own section), reconciler ${env.BENCH_RECONCILER === '0' ? 'off' : 'on'}, log level ${env.BENCH_LOG_LEVEL ?? 'info'}, metrics on,
   \`NODE_OPTIONS=${SERVICE_NODE_OPTIONS}\`${env.BENCH_SERVICE_NODE_OPTIONS ? ' (BENCH_SERVICE_NODE_OPTIONS)' : " (the Deployment's, deploy/base/deployment.yaml)"}.
   Ready (caches synced) ${fmt(readyAfterMs / 1000, 1)} s after start.
 
@@ -892,6 +906,7 @@ ${markdownTable(header, table)}
 
 ${detail}
 
+${restic ? resticMarkdown(restic, markdownTable) : ''}
 ## Targets
 
 | target | measured | |
