@@ -184,7 +184,7 @@ export class ServiceMetrics {
     })
     this.reconcileFindings = new Counter({
       name: 'smart_restore_reconcile_findings_total',
-      help: 'Backup-source reconciler findings that need attention: refused_existing_backup, refused_foreign_snapshots, repository_unreadable, foreign_object, store_unknown, unknown_tier, backup_over_existing_acknowledged.',
+      help: 'Backup-source reconciler findings that need attention: refused_existing_backup, refused_foreign_snapshots, repository_unreadable, restore_empty, restore_failed, restore_unverified, restore_pending, foreign_object, store_unknown, unknown_tier, backup_over_existing_acknowledged, orphan_restore_removed.',
       labelNames: ['finding'],
       registers,
     })

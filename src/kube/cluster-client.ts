@@ -82,7 +82,7 @@ export interface DesiredReplicationDestination {
 
 /** A ReplicationDestination as read from the apiserver (only what we look at). */
 export interface ExistingReplicationDestination {
-  metadata?: { uid?: string; labels?: Record<string, string>; deletionTimestamp?: string }
+  metadata?: { uid?: string; labels?: Record<string, string>; deletionTimestamp?: string; creationTimestamp?: string; ownerReferences?: Array<{ kind?: string; uid?: string }> }
   spec?: { trigger?: { manual?: string }; [key: string]: unknown }
   status?: { lastManualSync?: string; [key: string]: unknown }
 }
@@ -464,7 +464,18 @@ export class ClusterClient {
   }
 
   /** ensureReplicationDestination, with the uid of the RD that now stands (to make it an owner). */
-  async ensureReplicationDestinationObject(desired: DesiredReplicationDestination, opts: CallOptions = {}): Promise<{ result: EnsureReplicationDestinationResult; uid: string }> {
+  async ensureReplicationDestinationObject(
+    desired: DesiredReplicationDestination,
+    opts: CallOptions & {
+      /**
+       * Reuse an existing RD of ours that no PVC owns yet only while it is younger than this; an
+       * older one is replaced, so the orphan sweep (which removes such RDs only past
+       * reconciler.orphanGraceMs, by uid) can never take the RD a PVC is being created with.
+       */
+      reuseYoungerThanMs?: number
+      now?: () => number
+    } = {},
+  ): Promise<{ result: EnsureReplicationDestinationResult; uid: string }> {
     const { namespace, name } = desired.metadata
     const object = `ReplicationDestination ${namespace}/${name}`
     const body = { apiVersion: `${VOLSYNC_GROUP}/${VOLSYNC_VERSION}`, kind: 'ReplicationDestination', ...desired }
@@ -500,9 +511,16 @@ export class ClusterClient {
 
     const a = assessReplicationDestination(existing, desired)
     if (a.terminating) throw stillThere('exists but is marked for deletion')
+    const ageMs = (opts.now ?? Date.now)() - Date.parse(existing.metadata?.creationTimestamp ?? '')
+    const unowned = !existing.metadata?.ownerReferences?.some((r) => r.kind === 'PersistentVolumeClaim')
+    const tooOldToReuse = a.ours && unowned && opts.reuseYoungerThanMs !== undefined && Number.isFinite(ageMs) && ageMs >= opts.reuseYoungerThanMs
     // A retry of the same admission: the RD we (or someone, identically) created is still waiting to restore.
-    if (!a.mismatch && !a.completed) return { result: 'unchanged', uid: existing.metadata?.uid ?? '' }
-    const why = a.mismatch ?? `its restore already ran (status.lastManualSync = spec.trigger.manual = ${JSON.stringify(existing.spec?.trigger?.manual)}), so its image is from back then`
+    if (!a.mismatch && !a.completed && !tooOldToReuse) return { result: 'unchanged', uid: existing.metadata?.uid ?? '' }
+    const why =
+      a.mismatch ??
+      (a.completed
+        ? `its restore already ran (status.lastManualSync = spec.trigger.manual = ${JSON.stringify(existing.spec?.trigger?.manual)}), so its image is from back then`
+        : `it was made ${Math.round(ageMs / 1000)} s ago for a CREATE that never completed, and the orphan sweep may remove it`)
     if (!a.ours) {
       throw new KubeApiError({
         kind: 'conflict',

@@ -15,7 +15,8 @@ import { KubeApiError } from '../kube/errors.js'
 import type { EventRecorder } from '../kube/events.js'
 import type { WatchedCache, WatchSpec } from '../kube/watch-cache.js'
 import type { BackupStore } from '../storage/types.js'
-import { reconcilePvc } from './decide.js'
+import { COUNTER, reconcilePvc } from './decide.js'
+import { findOrphanRestores, isOurRestoreDestination, type OrphanRestore } from './orphans.js'
 import { WorkQueue } from './queue.js'
 import type { PvcState, ReconcilePlan, ReconcileStep } from './types.js'
 
@@ -36,7 +37,8 @@ export function reconcilerWatchSpecs(config: Config): WatchSpec[] {
   return [
     pvcWatchSpec(config),
     { id: SOURCES_SPEC_ID, resource: RS_RESOURCE, keepAnnotationPrefix },
-    { id: DESTINATIONS_SPEC_ID, resource: RD_RESOURCE, keepAnnotationPrefix },
+    // `restore`: smart-restore's restore RDs, for the orphan sweep.
+    { id: DESTINATIONS_SPEC_ID, resource: RD_RESOURCE, keepAnnotationPrefix, indexKeys: (obj) => (isOurRestoreDestination(obj, config) ? ['restore'] : []) },
   ]
 }
 
@@ -97,9 +99,14 @@ export interface ReconcilerDeps {
   count?: (counter: string) => void
 }
 
+/** The orphan sweep runs this often (or every orphanGraceMs, when that is shorter). */
+export const ORPHAN_SWEEP_INTERVAL_MS = 60_000
+
 export class BackupReconciler {
   private readonly queue: WorkQueue<string>
   private resyncTimer: NodeJS.Timeout | undefined
+  private sweepTimer: NodeJS.Timeout | undefined
+  private sweeping: Promise<void> | undefined
   private stopped = false
 
   constructor(private readonly deps: ReconcilerDeps) {
@@ -127,6 +134,41 @@ export class BackupReconciler {
     void this.waitForSyncThenResync()
     this.resyncTimer = setInterval(() => this.resync(), this.deps.config.reconciler.resyncMs)
     this.resyncTimer.unref()
+    const sweepEvery = Math.min(ORPHAN_SWEEP_INTERVAL_MS, this.deps.config.reconciler.orphanGraceMs)
+    this.sweepTimer = setInterval(() => {
+      this.sweeping ??= this.sweepOrphans()
+        .then(() => undefined)
+        .catch((err: unknown) => this.deps.logger.warn({ err: (err as Error).message }, 'orphan sweep failed; trying again later'))
+        .finally(() => (this.sweeping = undefined))
+    }, sweepEvery)
+    this.sweepTimer.unref()
+  }
+
+  /**
+   * Delete smart-restore's restore RDs whose PVC never came (see orphans.ts). Only from synced
+   * caches, and each after a live read of its PVC says it does not exist. Returns what was deleted.
+   */
+  async sweepOrphans(nowMs: number = Date.now()): Promise<OrphanRestore[]> {
+    const { cache, config, cluster, logger } = this.deps
+    if (this.stopped || !cache.isSynced(PVC_SPEC_ID) || !cache.isSynced(DESTINATIONS_SPEC_ID)) return []
+    const candidates = findOrphanRestores(cache.byKey(DESTINATIONS_SPEC_ID, 'restore'), (ns, name) => cache.get(PVC_SPEC_ID, ns, name) !== undefined, nowMs, config)
+    const swept: OrphanRestore[] = []
+    for (const o of candidates) {
+      if (this.stopped) break
+      try {
+        await cluster.readObject('v1', 'PersistentVolumeClaim', o.namespace, o.pvc)
+        continue // the PVC exists after all (the cache lags): the reconciler will own the RD
+      } catch (err) {
+        if (!(err instanceof KubeApiError && err.kind === 'not-found')) throw err
+      }
+      const result = await cluster.delete(`${VOLSYNC_GROUP}/v1alpha1`, 'ReplicationDestination', o.namespace, o.name, { uid: o.uid })
+      if (result === 'deleted') {
+        logger.info({ object: `ReplicationDestination ${o.namespace}/${o.name}`, pvc: `${o.namespace}/${o.pvc}`, ageS: Math.round(o.ageMs / 1000) }, 'orphaned restore removed: its PVC was never created (its repository Secret goes with it)')
+        this.deps.count?.(COUNTER.orphanRestoreRemoved)
+        swept.push(o)
+      }
+    }
+    return swept
   }
 
   private async waitForSyncThenResync(): Promise<void> {
@@ -139,6 +181,8 @@ export class BackupReconciler {
   async stop(): Promise<void> {
     this.stopped = true
     if (this.resyncTimer) clearInterval(this.resyncTimer)
+    if (this.sweepTimer) clearInterval(this.sweepTimer)
+    await this.sweeping
     await this.queue.stop()
   }
 

@@ -59,6 +59,8 @@ export const COUNTER = {
   restoreUnverified: 'restore_unverified',
   /** A restoring PVC is still Pending past reconciler.restorePendingAfterMs. */
   restorePending: 'restore_pending',
+  /** The orphan sweep deleted a restore RD whose PVC never came (reconcile/orphans.ts). */
+  orphanRestoreRemoved: 'orphan_restore_removed',
 } as const
 
 /** Look again at a restore that is still running while its PVC is already Bound. */

@@ -67,7 +67,9 @@ async function setUpRestore(decision: RestoreDecision, deps: WebhookDeps, pvcNam
     // off the RD, so the reconciler's orphan sweep (an RD whose PVC never came) takes all of it, and
     // the Secret never lingers alone. VolSync retries an RD whose Secret is not there yet.
     const rd = decision.destination
-    const { result, uid } = await cluster.ensureReplicationDestinationObject(rd, call)
+    // An RD left by an earlier, never-completed CREATE is reused only while it is far from the
+    // orphan sweep's grace period; an older one is made anew.
+    const { result, uid } = await cluster.ensureReplicationDestinationObject(rd, { ...call, reuseYoungerThanMs: deps.config.reconciler.orphanGraceMs / 2 })
     made.push(`ReplicationDestination ${namespace}/${rd.metadata.name} (${result})`)
     const owned = uid ? { ...secret, metadata: { ...secret.metadata, ownerReferences: [restoreOwnerReference(rd.metadata.name, uid)] } } : secret
     try {

@@ -13,7 +13,7 @@ export interface ClusterWriter {
   readSecretData(namespace: string, name: string, opts?: CallOptions): Promise<Record<string, string>>
   ensureSecret(desired: RepositorySecret, opts?: CallOptions): Promise<string>
   /** Create (or find, or replace a stale) RD; its uid makes it the owner of the repository Secret. */
-  ensureReplicationDestinationObject(desired: ReplicationDestination, opts?: CallOptions): Promise<{ result: string; uid: string }>
+  ensureReplicationDestinationObject(desired: ReplicationDestination, opts?: CallOptions & { reuseYoungerThanMs?: number }): Promise<{ result: string; uid: string }>
   /** Delete exactly this object (uid precondition); 'gone' when it already is. */
   delete(apiVersion: string, kind: string, namespace: string, name: string, opts?: CallOptions & { uid?: string }): Promise<string>
 }

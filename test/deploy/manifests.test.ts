@@ -537,7 +537,7 @@ t.test('RBAC: what the code uses, nothing more; Secrets written but never read c
 
   // Exactly these grants. The evidence for each write is in deploy/base/rbac.yaml.
   const expected: Record<string, string[]> = {
-    '/persistentvolumeclaims': ['list', 'patch', 'watch'],
+    '/persistentvolumeclaims': ['get', 'list', 'patch', 'watch'],
     '/namespaces': ['list', 'watch'],
     '/events': ['create', 'get', 'patch'],
     '/secrets': ['create', 'patch'],
