@@ -14,6 +14,7 @@
  * - watched caches, the reconciler's queue, Events and the serving certificate: read at scrape time
  *   from the components' own state (`watch*`), so a scrape always shows the current state.
  */
+import { PREREQUISITES, type PrerequisiteId } from './decide/preflight.js'
 import { createServer, type Server } from 'node:http'
 import type { AddressInfo, Socket } from 'node:net'
 import type { Logger } from 'pino'
@@ -69,6 +70,8 @@ const STATIC_CAUSES = new Set([
   'cross-namespace-restore-from',
   'source-secret-incomplete',
   'backup-exists-restore-not-set-up',
+  'restore-preflight-syncing',
+  'restore-preflight-missing',
   // DELETE
   'no-old-object',
   'override-without-reason',
@@ -111,6 +114,10 @@ export function causeLabel(cause: string | undefined): string {
   return OTHER
 }
 
+export interface PrerequisiteState {
+  missing: readonly PrerequisiteId[]
+}
+
 export interface CertificateInfo {
   /** Unix seconds. */
   notAfter: number
@@ -137,6 +144,7 @@ export class ServiceMetrics {
   private queueSource?: () => WorkQueueStats
   private eventSource?: () => EventRecorderStats
   private certificateSource?: () => CertificateInfo | undefined
+  private prerequisiteSource?: () => PrerequisiteState | undefined
 
   constructor(opts: MetricsOptions = {}) {
     const registers = [this.registry]
@@ -265,6 +273,18 @@ export class ServiceMetrics {
       },
     })
     new Gauge({
+      name: 'smart_restore_restore_prerequisite_missing',
+      help: `1 when something every restore needs is missing (${PREREQUISITES.join(', ')}), else 0; absent until the preflight watches have listed.`,
+      labelNames: ['prerequisite'],
+      registers,
+      collect() {
+        const p = self.prerequisiteSource?.()
+        this.reset()
+        if (!p) return
+        for (const prerequisite of PREREQUISITES) this.set({ prerequisite }, p.missing.includes(prerequisite) ? 1 : 0)
+      },
+    })
+    new Gauge({
       name: 'smart_restore_tls_certificate_expiry_timestamp_seconds',
       help: 'When the serving certificate in use expires (Unix seconds).',
       registers,
@@ -317,6 +337,11 @@ export class ServiceMetrics {
 
   watchCertificate(source: () => CertificateInfo | undefined): void {
     this.certificateSource = source
+  }
+
+  /** The restore preflight's cluster-wide gaps; undefined while its watches sync. */
+  watchRestorePrerequisites(source: () => PrerequisiteState | undefined): void {
+    this.prerequisiteSource = source
   }
 
   async render(): Promise<{ contentType: string; body: string }> {

@@ -25,7 +25,9 @@ import { mergeRules } from './inflight/match.js'
 import { CachedInFlightView, NAMESPACES_SPEC_ID } from './inflight/view.js'
 import { EventRecorder } from './kube/events.js'
 import { BackupReconciler, reconcilerWatchSpecs } from './reconcile/controller.js'
-import type { WatchCacheOptions } from './kube/watch-cache.js'
+import { WatchedCache, type WatchCacheOptions } from './kube/watch-cache.js'
+import { PrerequisiteReporter } from './preflight/report.js'
+import { preflightWatchSpecs, RestorePreflightView } from './preflight/view.js'
 
 export interface ServiceHandle {
   /** e.g. https://127.0.0.1:8443 */
@@ -139,6 +141,8 @@ export async function startService(config: Config, opts: StartOptions): Promise<
     )
   }
   let view: CachedInFlightView | undefined
+  let preflight: RestorePreflightView | undefined
+  let prerequisites: PrerequisiteReporter | undefined
   let reconciler: BackupReconciler | undefined
   let inFlight: InFlightView | null = null
   if (opts.inFlight !== undefined) inFlight = opts.inFlight
@@ -166,7 +170,18 @@ export async function startService(config: Config, opts: StartOptions): Promise<
       reconciler = running
     }
     const cache = view.watchedCache
-    metrics.watchCaches(() => cache.syncState())
+    // The restore preflight: its own small cache, so it never holds up readiness or the guard.
+    const preflightCache = new WatchedCache(kubeConfig, preflightWatchSpecs(), { logger, ...opts.watch })
+    preflight = new RestorePreflightView(preflightCache, () => cache.syncState())
+    prerequisites = new PrerequisiteReporter(preflight, config, logger)
+    const reporter = prerequisites
+    metrics.watchRestorePrerequisites(() => {
+      const gaps = reporter.report().gaps
+      return gaps && { missing: gaps.map((g) => g.id) }
+    })
+    preflight.start().catch((err: unknown) => logger.error({ err }, 'restore preflight watches failed to start'))
+    reporter.start()
+    metrics.watchCaches(() => [...cache.syncState(), ...preflightCache.syncState()])
     // Not awaited: the server answers (and /readyz says "not ready", DELETEs are denied as retryable)
     // while the watches list; a slow list must not keep the process from listening.
     view.start().catch((err: unknown) => logger.error({ err }, 'watched caches failed to start'))
@@ -191,10 +206,12 @@ export async function startService(config: Config, opts: StartOptions): Promise<
     const sync = inFlight?.syncState() ?? { synced: true }
     checks.caches = !inFlight ? 'none (standalone)' : sync.synced ? 'synced' : `not synced: ${sync.reason}`
     if (!sync.synced) problems.push(`watched caches not synced: ${sync.reason}`)
+    // Reported, never a reason to be unready: unlabelled PVCs and the deletion guard need none of it.
+    if (prerequisites) checks.restorePrerequisites = prerequisites.report().check
     return problems.length === 0 ? { ready: true, checks } : { ready: false, reason: problems.join('; '), checks }
   }
   const app = buildServer({
-    deps: { config, store, cluster, inFlight, namespaces: view, logger },
+    deps: { config, store, cluster, inFlight, namespaces: view, ...(preflight ? { preflight } : {}), logger },
     logger,
     https: { key: tls.key, cert: tls.cert },
     bodyLimitBytes: config.server.bodyLimitBytes,
@@ -209,6 +226,8 @@ export async function startService(config: Config, opts: StartOptions): Promise<
   } catch (err) {
     await app.close()
     await reconciler?.stop()
+    prerequisites?.stop()
+    await preflight?.stop()
     await view?.stop()
     store.close()
     throw err
@@ -251,6 +270,8 @@ export async function startService(config: Config, opts: StartOptions): Promise<
         await app.close()
         reloader?.stop()
         await reconciler?.stop()
+        prerequisites?.stop()
+        await preflight?.stop()
         await view?.stop()
         await metricsServer?.close()
         store.close()

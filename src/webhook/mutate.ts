@@ -8,7 +8,9 @@
  */
 import type { AdmissionRequest } from '../admission/types.js'
 import { allow } from '../admission/respond.js'
+import { ANNOTATION, annotationKey } from '../decide/annotations.js'
 import { decideAfterProbe, planCreate, type Denial, type RestoreDecision } from '../decide/create.js'
+import { preflightDenial, preflightRestore } from '../decide/preflight.js'
 import { buildRepositorySecret, REQUIRED_SOURCE_KEYS, restoreOwnerReference } from '../engines/volsync.js'
 import { denied, type HandlerResult } from './answer.js'
 import type { CallOptions, WebhookDeps } from './ports.js'
@@ -128,7 +130,16 @@ export async function handleMutate(req: AdmissionRequest, deps: WebhookDeps, cal
     }
   }
 
-  // restore
+  // restore: only when it can be populated; a PVC whose populator never comes waits forever.
+  if (deps.preflight) {
+    const verdict = preflightRestore(deps.preflight.facts(), {
+      storageClassName: plan.pvc.spec.storageClassName ?? undefined,
+      configuredStorageClass: config.restore.storageClassName,
+      volumeSnapshotClassName: config.restore.volumeSnapshotClassName,
+    })
+    const refusal = preflightDenial(verdict, { namespace: plan.namespace, pvcName: plan.pvcName, skipRestoreKey: annotationKey(config, ANNOTATION.skipRestore) })
+    if (refusal) return denied(req.uid, refusal, { probe: probeInfo })
+  }
   const warnings = [...decision.warnings]
   let objects: string[]
   if (!deps.cluster) {

@@ -7,6 +7,7 @@ import type { Config } from '../config/schema.js'
 import type { RepositorySecret, ReplicationDestination } from '../engines/volsync.js'
 import type { BackupStore } from '../storage/types.js'
 import type { InFlightFinding, PvcIdentity } from '../inflight/types.js'
+import type { PreflightFacts } from '../decide/preflight.js'
 
 /** The Kubernetes writes of the CREATE path. Errors are thrown as KubeApiError-like objects. */
 export interface ClusterWriter {
@@ -46,6 +47,8 @@ export interface WebhookDeps {
   inFlight: InFlightView | null
   /** Absent in standalone mode: no namespace defaults then. */
   namespaces?: NamespaceInfo
+  /** What a restore needs to be populated (watched); absent in standalone mode: not checked then. */
+  preflight?: { facts(): PreflightFacts }
   logger: Logger
 }
 

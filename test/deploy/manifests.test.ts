@@ -17,6 +17,7 @@
  *
  * Nothing is downloaded: the schemas are in node_modules.
  */
+import { preflightWatchSpecs } from '../../src/preflight/view.js'
 import t from 'tap'
 import { execFile, spawnSync } from 'node:child_process'
 import { X509Certificate, createPrivateKey } from 'node:crypto'
@@ -532,6 +533,8 @@ t.test('RBAC: what the code uses, nothing more; Secrets written but never read c
   const controllerPath = '../../src/reconcile/controller.js'
   const controller = (await import(controllerPath).catch(() => undefined)) as { reconcilerWatchSpecs?: (c: typeof defaultConfig) => Array<{ resource: { group: string; plural: string } }> } | undefined
   if (typeof controller?.reconcilerWatchSpecs === 'function') watched.push(...controller.reconcilerWatchSpecs(defaultConfig).map((s) => s.resource))
+  // The restore preflight's watches (StorageClasses, VolumeSnapshotClasses, VolumePopulators).
+  watched.push(...preflightWatchSpecs().map((s) => s.resource))
   const unwatchable = watched.map((r) => `${r.group}/${r.plural}`).filter((key) => !(grants.get(key)?.has('list') && grants.get(key)?.has('watch')))
   t.strictSame(unwatchable, [], `list and watch for each of the ${new Set(watched.map((r) => `${r.group}/${r.plural}`)).size} watched resources`)
 

@@ -11,6 +11,7 @@ import { defaultConfig, type Config } from '../../src/config/schema.js'
 import { ClusterClient } from '../../src/kube/cluster-client.js'
 import { startService, type ServiceHandle } from '../../src/service.js'
 import { captureLogger } from '../helpers/capture-log.js'
+import { installRestorePrerequisites } from '../helpers/restore-prerequisites.js'
 import { startFakeApiServer } from '../helpers/fake-apiserver.js'
 import { fixtureReview } from '../helpers/fixtures.js'
 import { seed, startS3rver, storeConfig } from '../helpers/storage-servers.js'
@@ -23,6 +24,8 @@ t.teardown(() => s3.close())
 await seed(s3.endpoint, ['media/data-claim/config', 'media/data-claim/keys/k1', `media/data-claim/snapshots/${'ab'.repeat(32)}`, 'media/empty/config'])
 
 const api = await startFakeApiServer()
+
+installRestorePrerequisites(api, { snapshotClasses: ['longhorn-snap'] })
 t.teardown(() => api.close())
 const SECRETS = '/api/v1/secrets'
 const RDS = '/apis/volsync.backube/v1alpha1/replicationdestinations'

@@ -20,6 +20,7 @@ import fastJsonPatch from 'fast-json-patch'
 import { ClusterClient } from '../../src/kube/cluster-client.js'
 import { startService, type ServiceHandle } from '../../src/service.js'
 import { captureLogger } from '../helpers/capture-log.js'
+import { installRestorePrerequisites } from '../helpers/restore-prerequisites.js'
 import { startFakeApiServer, type FaultAction, type FaultMatcher, type StoredObject } from '../helpers/fake-apiserver.js'
 import { fixtureReview } from '../helpers/fixtures.js'
 import { assertNoSecrets, hardeningConfig, httpsClient, MOVER_AWS_KEY_ID, MOVER_AWS_SECRET, RESTIC_PASSWORD, SECRET_VALUES, sourceSecret, startRecordingS3rver } from '../helpers/hardening.js'
@@ -46,6 +47,7 @@ const cleanups: Array<() => unknown> = []
 const s3 = await startRecordingS3rver()
 cleanups.push(s3.close)
 const api = await startFakeApiServer()
+installRestorePrerequisites(api)
 cleanups.push(() => api.close())
 api.objects.put(SECRETS, sourceSecret())
 

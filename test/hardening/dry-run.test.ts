@@ -16,6 +16,7 @@ import { randomUUID } from 'node:crypto'
 import { get as getHttps } from 'node:https'
 import { startService } from '../../src/service.js'
 import { captureLogger } from '../helpers/capture-log.js'
+import { installRestorePrerequisites } from '../helpers/restore-prerequisites.js'
 import { startFakeApiServer } from '../helpers/fake-apiserver.js'
 import { fixtureReview } from '../helpers/fixtures.js'
 import { assertNoSecrets, hardeningConfig, httpsClient, sourceSecret, startRecordingS3rver } from '../helpers/hardening.js'
@@ -47,6 +48,8 @@ const s3WritesBefore = s3.writes().length
 t.equal(s3WritesBefore, seededKeys.length, 'the seeding PUTs are the only S3 writes so far')
 
 const api = await startFakeApiServer()
+
+installRestorePrerequisites(api)
 cleanups.push(() => api.close())
 api.objects.put('/api/v1/namespaces', { apiVersion: 'v1', kind: 'Namespace', metadata: { name: NS }, status: { phase: 'Active' } })
 api.objects.put(SECRETS, sourceSecret())

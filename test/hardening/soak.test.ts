@@ -23,6 +23,7 @@ import t from 'tap'
 import { randomUUID } from 'node:crypto'
 import { get as getHttps } from 'node:https'
 import { startService } from '../../src/service.js'
+import { installRestorePrerequisites } from '../helpers/restore-prerequisites.js'
 import { startFakeApiServer } from '../helpers/fake-apiserver.js'
 import { fixtureReview } from '../helpers/fixtures.js'
 import { checkReply, fuzzCase } from '../helpers/fuzz-bodies.js'
@@ -48,6 +49,8 @@ if (!ENABLED) {
     await seed(s3.endpoint, keys)
 
     const api = await startFakeApiServer()
+
+    installRestorePrerequisites(api)
     t.teardown(() => api.close())
     api.objects.put('/api/v1/namespaces', { apiVersion: 'v1', kind: 'Namespace', metadata: { name: NS }, status: { phase: 'Active' } })
     api.objects.put('/api/v1/secrets', sourceSecret())

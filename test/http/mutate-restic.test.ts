@@ -33,6 +33,7 @@ import { defaultConfig, type Config } from '../../src/config/schema.js'
 import { ClusterClient } from '../../src/kube/cluster-client.js'
 import { startService, type ServiceHandle } from '../../src/service.js'
 import { captureLogger } from '../helpers/capture-log.js'
+import { installRestorePrerequisites } from '../helpers/restore-prerequisites.js'
 import { startFakeApiServer } from '../helpers/fake-apiserver.js'
 import { fixtureReview } from '../helpers/fixtures.js'
 import {
@@ -244,6 +245,7 @@ t.test('POST /mutate with restic repositories written by restic, over HTTPS', { 
 
   // ---- the fake apiserver with the source Secret, and the two services ----
   const api = await startFakeApiServer()
+  installRestorePrerequisites(api)
   t.teardown(() => api.close())
   api.objects.put(SECRETS, {
     apiVersion: 'v1',
