@@ -26,10 +26,12 @@ import { findInFlight, mergeRules, pvcSelfFinding } from '../inflight/match.js'
 import { MemoryIndex } from '../inflight/memory-index.js'
 import { BUILTIN_RULES } from '../inflight/rules.js'
 import type { InFlightFinding, InFlightRule, KubeObject, ResourceRef } from '../inflight/types.js'
-import { toKubeApiError, type KubeApiError } from '../kube/errors.js'
-import { getJson } from '../kube/get-json.js'
-import { apiVersionOf, describeResource, groupVersionPath, statusOf } from '../kube/paths.js'
+import type { KubeApiError } from '../kube/errors.js'
+import { apiVersionOf, describeResource } from '../kube/paths.js'
 import { pvcState } from '../reconcile/controller.js'
+import { isRecord, objectPath, Reader, str } from './reader.js'
+import { PREFLIGHT_RESOURCES, readPreflightFacts } from './check-preflight.js'
+import { clusterGaps, preflightDenial, preflightRestore, type PreflightFacts } from '../decide/preflight.js'
 import { reconcilePvc } from '../reconcile/decide.js'
 import type { EventSpec, ReconcileInput, ReconcileStep } from '../reconcile/types.js'
 import { recentResticLock } from '../storage/index.js'
@@ -190,6 +192,8 @@ export interface CheckReport {
     probeMs: number
   }
   onCreate: CreateSection
+  /** What every restore needs to be populated (VolumePopulator CRD, VolSync, snapshot API, classes). */
+  restorePrerequisites: { state: 'present' | 'missing' | 'unknown'; missing: string[]; detail?: string }
   backupSource: BackupSection
   delete: DeleteSection
   rules: RulesSection
@@ -228,61 +232,9 @@ export interface CheckOptions {
 
 const PVC_KIND = { group: '', version: 'v1', kind: 'PersistentVolumeClaim' }
 
-const objectPath = (r: ResourceRef, ns: string, name: string) => `${groupVersionPath(r)}/namespaces/${encodeURIComponent(ns)}/${r.plural}/${encodeURIComponent(name)}`
-const isRecord = (v: unknown): v is Record<string, any> => typeof v === 'object' && v !== null && !Array.isArray(v)
-const str = (v: unknown): string | undefined => (typeof v === 'string' && v !== '' ? v : undefined)
 /** An endpoint written as http://user:password@host must not print its password. */
 export const withoutUserinfo = (text: string): string => text.replace(/(\w+:\/\/)[^/@\s]*@/g, '$1***@')
 
-class Reader {
-  constructor(
-    private readonly kubeConfig: KubeConfig,
-    private readonly getMs: number,
-    private readonly listMs: number,
-  ) {}
-
-  /** The object, or undefined on 404. Other failures throw KubeApiError. */
-  async get(path: string, what: string): Promise<KubeObject | undefined> {
-    try {
-      return await getJson<KubeObject>(this.kubeConfig, path, {}, { timeoutMs: this.getMs })
-    } catch (err) {
-      if (statusOf(err) === 404) return undefined
-      throw toKubeApiError(err, 'GET', what, { timeoutMs: this.getMs })
-    }
-  }
-
-  /** Served resources of a group/version by plural, or null when the group/version is not served. */
-  async discover(r: ResourceRef): Promise<Map<string, boolean> | null> {
-    try {
-      const list = await getJson<{ resources?: Array<{ name?: string; namespaced?: boolean }> }>(this.kubeConfig, groupVersionPath(r), {}, { timeoutMs: this.getMs })
-      const out = new Map<string, boolean>()
-      for (const res of list.resources ?? []) if (res.name && !res.name.includes('/')) out.set(res.name, res.namespaced ?? true)
-      return out
-    } catch (err) {
-      if (statusOf(err) === 404) return null
-      throw toKubeApiError(err, 'discover', groupVersionPath(r), { timeoutMs: this.getMs })
-    }
-  }
-
-  /** Every object of a collection (following `continue`), cluster-wide or in one namespace. */
-  async list(r: ResourceRef, labelSelector: string | undefined, namespace?: string): Promise<KubeObject[]> {
-    const path = namespace === undefined ? `${groupVersionPath(r)}/${r.plural}` : `${groupVersionPath(r)}/namespaces/${encodeURIComponent(namespace)}/${r.plural}`
-    const items: KubeObject[] = []
-    let next: string | undefined
-    for (let page = 0; page < 1000; page++) {
-      let body: { metadata?: { continue?: string }; items?: unknown[] }
-      try {
-        body = await getJson(this.kubeConfig, path, { labelSelector, limit: '500', continue: next }, { timeoutMs: this.listMs })
-      } catch (err) {
-        throw toKubeApiError(err, 'LIST', `${describeResource(r)}${namespace ? ` in ${namespace}` : ''}`, { timeoutMs: this.listMs })
-      }
-      for (const o of body.items ?? []) if (isRecord(o) && isRecord(o.metadata) && typeof o.metadata.name === 'string') items.push(o as KubeObject)
-      next = str(body.metadata?.continue)
-      if (!next) break
-    }
-    return items
-  }
-}
 
 // ---------------------------------------------------------------------------------------------------
 // The check
@@ -374,6 +326,7 @@ export async function checkPvc(opts: CheckOptions): Promise<CheckReport> {
   // --- discovery: VolSync and every rule's group/version ------------------------------------------
   const rules = mergeRules(BUILTIN_RULES, config.deletionGuard.rules, { disabled: config.deletionGuard.disabledRules })
   const byGv = new Map<string, ResourceRef>([[apiVersionOf(RS_RESOURCE), RS_RESOURCE]])
+  for (const r of PREFLIGHT_RESOURCES) byGv.set(apiVersionOf(r), r)
   for (const r of rules) byGv.set(apiVersionOf(r.resource), r.resource)
   const discovered = new Map<string, Map<string, boolean> | null | Error>()
   await Promise.all(
@@ -391,8 +344,15 @@ export async function checkPvc(opts: CheckOptions): Promise<CheckReport> {
     return Boolean(d?.has(r.plural))
   }
 
-  // --- "if this PVC were created now" ------------------------------------------------------------
-  const onCreate = await createSection(pvcObj, { config, store, namespace, name, nsLabels, reader, probe, attention, nowMs: now().getTime() })
+  // --- what a restore needs, and "if this PVC were created now" ------------------------------------
+  const facts = await readPreflightFacts(reader, served)
+  const gaps = facts instanceof Error ? undefined : clusterGaps(facts, { configuredStorageClass: config.restore.storageClassName, volumeSnapshotClassName: config.restore.volumeSnapshotClassName })
+  const restorePrerequisites: CheckReport['restorePrerequisites'] =
+    facts instanceof Error ? { state: 'unknown', missing: [], detail: facts.message } : { state: gaps!.length ? 'missing' : 'present', missing: gaps!.map((g) => g.text) }
+  if (gaps?.length) attention.push(`restores cannot be populated: missing ${gaps.map((g) => g.text).join('; ')}`)
+  if (facts instanceof Error) notes.push(`what a restore needs could not be read: ${facts.message}`)
+  const preflight = facts instanceof Error ? undefined : facts
+  const onCreate = await createSection(pvcObj, { config, store, namespace, name, nsLabels, reader, probe, attention, nowMs: now().getTime(), preflight })
 
   // --- the backup source ------------------------------------------------------------------------
   const rsServed = served(RS_RESOURCE)
@@ -550,6 +510,7 @@ export async function checkPvc(opts: CheckOptions): Promise<CheckReport> {
 
   return {
     checkedAt: now().toISOString(),
+    restorePrerequisites,
     server,
     pvc: pvcSection,
     namespace: {
@@ -589,6 +550,8 @@ interface CreateContext {
   attention: string[]
   /** The check's clock, for snapshot ages. */
   nowMs: number
+  /** The restore preflight's facts; undefined when they could not be read (not checked then). */
+  preflight?: PreflightFacts
 }
 
 /** The PVC as a CREATE would carry it: what the user wrote, not what the apiserver added since. */
@@ -649,7 +612,20 @@ async function createSection(pvcObj: KubeObject, ctx: CreateContext): Promise<Cr
     }
   }
 
-  // restore: the objects it would create, and whether its source Secret would let it.
+  // restore: only if it can be populated, as the webhook decides.
+  if (ctx.preflight) {
+    const verdict = preflightRestore(ctx.preflight, {
+      storageClassName: (pvcObj.spec as { storageClassName?: string } | undefined)?.storageClassName ?? undefined,
+      configuredStorageClass: config.restore.storageClassName,
+      volumeSnapshotClassName: config.restore.volumeSnapshotClassName,
+    })
+    const refusal = preflightDenial(verdict, { namespace, pvcName: name, skipRestoreKey: annotationKey(config, ANNOTATION.skipRestore) })
+    if (refusal) {
+      ctx.attention.push(`a CREATE of this PVC would be denied (${refusal.code} ${refusal.cause}): ${refusal.message}`)
+      return { outcome: 'denied', reason: refusal.message, cause: refusal.cause, code: refusal.code, ...base, objects: [], warnings: [] }
+    }
+  }
+  // the objects it would create, and whether its source Secret would let it.
   const rd = decision.destination
   const sourceSecret = await checkSourceSecret(ctx)
   if (sourceSecret.state === 'missing' || sourceSecret.state === 'incomplete') {
@@ -660,9 +636,10 @@ async function createSection(pvcObj: KubeObject, ctx: CreateContext): Promise<Cr
     reason: decision.snapshot ? `snapshot ${describeSnapshot(decision.snapshot, ctx.nowMs)} at ${probe.location}` : `${probe.state === 'exists' ? probe.detail : 'snapshot'} at ${probe.location}`,
     ...(decision.snapshot ? { snapshot: { id: decision.snapshot.id, description: describeSnapshot(decision.snapshot, ctx.nowMs) } } : {}),
     ...base,
+    // In the order the webhook makes them: the RD, then its Secret (owned by it).
     objects: [
-      { kind: 'Secret', namespace, name: decision.secretName },
       { kind: 'ReplicationDestination', namespace, name: rd.metadata.name },
+      { kind: 'Secret', namespace, name: decision.secretName },
     ],
     replicationDestination: rd,
     secret: {

@@ -127,6 +127,8 @@ export function renderReport(r: CheckReport): string {
       break
   }
   out.push(...section('On create', createLines))
+  const rp = r.restorePrerequisites
+  out.push(...section('Restore needs', rp.state === 'present' ? ['present (volume populator, ReplicationDestination and VolumeSnapshot APIs, classes)'] : rp.state === 'missing' ? rp.missing.map((m) => `missing ${m}`) : [`not checked: ${rp.detail ?? 'unknown'}`]))
 
   // Backup source
   const b = r.backupSource

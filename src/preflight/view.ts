@@ -34,6 +34,20 @@ function keep(field: 'provisioner' | 'driver', defaultKeys: readonly string[]) {
 }
 
 const all = () => ['all']
+const keepStorageClass = keep('provisioner', STORAGE_CLASS_DEFAULT)
+const keepSnapshotClass = keep('driver', [SNAPSHOT_CLASS_DEFAULT])
+
+/** A StorageClass (whole, or as the cache keeps it) as the preflight reads it. */
+export function storageClassFact(obj: KubeObject): StorageClassFact {
+  const o = keepStorageClass(obj)
+  return { name: o.metadata.name, provisioner: String((o as Record<string, unknown>).provisioner ?? ''), isDefault: Boolean(o.metadata.annotations) }
+}
+
+/** A VolumeSnapshotClass (whole, or as the cache keeps it) as the preflight reads it. */
+export function snapshotClassFact(obj: KubeObject): SnapshotClassFact {
+  const o = keepSnapshotClass(obj)
+  return { name: o.metadata.name, driver: String((o as Record<string, unknown>).driver ?? ''), isDefault: Boolean(o.metadata.annotations) }
+}
 
 export function preflightWatchSpecs(): WatchSpec[] {
   return [
@@ -42,14 +56,14 @@ export function preflightWatchSpecs(): WatchSpec[] {
       resource: { group: 'storage.k8s.io', version: 'v1', kind: 'StorageClass', plural: 'storageclasses' },
       namespaced: false,
       indexKeys: all,
-      transform: keep('provisioner', STORAGE_CLASS_DEFAULT),
+      transform: keepStorageClass,
     },
     {
       id: SNAPSHOT_CLASSES_SPEC_ID,
       resource: { group: 'snapshot.storage.k8s.io', version: 'v1', kind: 'VolumeSnapshotClass', plural: 'volumesnapshotclasses' },
       namespaced: false,
       indexKeys: all,
-      transform: keep('driver', [SNAPSHOT_CLASS_DEFAULT]),
+      transform: keepSnapshotClass,
     },
     {
       // Only whether the API is served matters (VolSync's populator needs the CRD); the objects are few.
@@ -71,16 +85,8 @@ export function preflightFacts(cache: WatchedCache, otherStates: readonly SpecSy
   const rd = otherStates.filter((s) => s.resource === RD_RESOURCE_NAME)
   const pending = [...mine, ...rd].filter((s) => !s.synced)
   const stateOf = (id: string): SpecSyncState | undefined => mine.find((s) => s.id === id)
-  const storageClasses: StorageClassFact[] = cache.byKey(STORAGE_CLASSES_SPEC_ID, 'all').map((o) => ({
-    name: o.metadata.name,
-    provisioner: String((o as Record<string, unknown>).provisioner ?? ''),
-    isDefault: Boolean(o.metadata.annotations),
-  }))
-  const snapshotClasses: SnapshotClassFact[] = cache.byKey(SNAPSHOT_CLASSES_SPEC_ID, 'all').map((o) => ({
-    name: o.metadata.name,
-    driver: String((o as Record<string, unknown>).driver ?? ''),
-    isDefault: Boolean(o.metadata.annotations),
-  }))
+  const storageClasses = cache.byKey(STORAGE_CLASSES_SPEC_ID, 'all').map(storageClassFact)
+  const snapshotClasses = cache.byKey(SNAPSHOT_CLASSES_SPEC_ID, 'all').map(snapshotClassFact)
   return {
     synced: pending.length === 0,
     ...(pending.length ? { unsyncedReason: `waiting for the watches of ${pending.map((s) => s.resource).join(', ')}` } : {}),

@@ -17,6 +17,7 @@ import { buildReplicationSource } from '../../src/engines/volsync.js'
 import { pvcState } from '../../src/reconcile/controller.js'
 import { createBackupStore } from '../../src/storage/index.js'
 import { startFakeApiServer } from '../helpers/fake-apiserver.js'
+import { POPULATOR_RESOURCE, installRestorePrerequisites } from '../helpers/restore-prerequisites.js'
 import { writeResticRepository } from '../../src/storage/restic/writer.js'
 import { BUCKET, S3RVER_KEY, seedObjects, startS3rver, storeConfig } from '../helpers/storage-servers.js'
 
@@ -42,6 +43,7 @@ await seedObjects(s3.endpoint, [...repo.files].map(([path, body]) => [`media/dat
 
 const api = await startFakeApiServer()
 t.teardown(() => api.close())
+installRestorePrerequisites(api)
 
 const config: Config = validateConfig({
   ...structuredClone(defaultConfig),
@@ -100,9 +102,10 @@ t.test('a PVC with a snapshot and a syncing source: restore on create, delete re
 
   t.equal(r.onCreate.outcome, 'restore')
   t.same(r.onCreate.objects, [
-    { kind: 'Secret', namespace: 'media', name: 'data-claim-restic' },
     { kind: 'ReplicationDestination', namespace: 'media', name: 'data-claim-restore' },
+    { kind: 'Secret', namespace: 'media', name: 'data-claim-restic' },
   ])
+  t.same(r.restorePrerequisites, { state: 'present', missing: [] })
   t.equal(r.onCreate.replicationDestination?.metadata.name, 'data-claim-restore')
   t.match(r.onCreate.replicationDestination?.spec.restic, { repository: 'data-claim-restic', capacity: '10Gi', storageClassName: 'longhorn', copyMethod: 'Snapshot' })
   t.equal(r.onCreate.secret?.resticRepository, `s3:${s3.endpoint}/${BUCKET}/media/data-claim`)
@@ -387,4 +390,18 @@ t.test('the CLI entry as a child process', async (t) => {
   t.equal(bad.code, EXIT.usage)
   t.match(bad.stderr, /Unknown option '--jsn'/)
   t.match(bad.stderr, /Usage: smart-restore check/)
+})
+
+t.test('without the VolumePopulator CRD: the restore would be denied, and check says what is missing', async (t) => {
+  api.uninstallResource(POPULATOR_RESOURCE)
+  t.teardown(() => api.installResource(POPULATOR_RESOURCE))
+  const r = await check('data-claim')
+  t.equal(r.restorePrerequisites.state, 'missing')
+  t.match(r.restorePrerequisites.missing, [/^the CRD volumepopulators\.populator\.storage\.k8s\.io /])
+  t.match(r.onCreate, { outcome: 'denied', code: 422, cause: 'restore-preflight-missing', objects: [] })
+  t.ok(r.attention.some((a) => a.startsWith('restores cannot be populated: missing the CRD volumepopulators')))
+  t.equal(exitCodeFor(r), 1)
+  const text = renderReport(r)
+  t.match(text, /^On create {6}denied \(422 restore-preflight-missing\)/m)
+  t.match(text, /^Restore needs {2}missing the CRD volumepopulators\.populator\.storage\.k8s\.io/m)
 })
