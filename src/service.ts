@@ -24,7 +24,9 @@ import { BUILTIN_RULES } from './inflight/rules.js'
 import { mergeRules } from './inflight/match.js'
 import { CachedInFlightView, NAMESPACES_SPEC_ID } from './inflight/view.js'
 import { EventRecorder } from './kube/events.js'
-import { BackupReconciler, reconcilerWatchSpecs } from './reconcile/controller.js'
+import { BackupReconciler, PVC_SPEC_ID, reconcilerWatchSpecs, SOURCES_SPEC_ID } from './reconcile/controller.js'
+import { registerReadinessMetrics } from './status/metrics.js'
+import { ReadinessRefresher } from './status/refresher.js'
 import { WatchedCache, type WatchCacheOptions } from './kube/watch-cache.js'
 import { PrerequisiteReporter } from './preflight/report.js'
 import { preflightWatchSpecs, RestorePreflightView } from './preflight/view.js'
@@ -144,6 +146,7 @@ export async function startService(config: Config, opts: StartOptions): Promise<
   let preflight: RestorePreflightView | undefined
   let prerequisites: PrerequisiteReporter | undefined
   let reconciler: BackupReconciler | undefined
+  let refresher: ReadinessRefresher | undefined
   let inFlight: InFlightView | null = null
   if (opts.inFlight !== undefined) inFlight = opts.inFlight
   else if (kubeConfig) {
@@ -168,6 +171,19 @@ export async function startService(config: Config, opts: StartOptions): Promise<
       metrics.watchReconcileQueue(() => running.stats())
       running.start()
       reconciler = running
+      // DR readiness for the metrics: the reconciler's PVC and ReplicationSource caches, the store.
+      refresher = new ReadinessRefresher({
+        config,
+        store,
+        cache: view.watchedCache,
+        pvcSpecId: PVC_SPEC_ID,
+        sourcesSpecId: SOURCES_SPEC_ID,
+        namespacesSpecId: NAMESPACES_SPEC_ID,
+        logger: logger.child({ component: 'readiness' }),
+      })
+      const readiness = refresher
+      registerReadinessMetrics(metrics.registry, config, () => readiness.view())
+      readiness.start()
     }
     const cache = view.watchedCache
     // The restore preflight: its own small cache, so it never holds up readiness or the guard.
@@ -225,6 +241,7 @@ export async function startService(config: Config, opts: StartOptions): Promise<
     if (config.server.metricsPort >= 0) metricsServer = await startMetricsServer(metrics, { host: config.server.host, port: config.server.metricsPort, logger })
   } catch (err) {
     await app.close()
+    await refresher?.stop()
     await reconciler?.stop()
     prerequisites?.stop()
     await preflight?.stop()
@@ -269,6 +286,7 @@ export async function startService(config: Config, opts: StartOptions): Promise<
         // their connections end (Connection: close). Resolves when the last connection is gone.
         await app.close()
         reloader?.stop()
+        await refresher?.stop()
         await reconciler?.stop()
         prerequisites?.stop()
         await preflight?.stop()

@@ -1,8 +1,9 @@
 #!/usr/bin/env node
 /**
- * The smart-restore CLI. One command for now:
+ * The smart-restore CLI:
  *
  *   smart-restore check <namespace>/<pvc> [--json] [--config file]
+ *   smart-restore status [--namespace ns] [--json] [--concurrency n] [--config file]
  *
  * Argument parsing, configuration, credentials and output live here; the check itself is
  * src/cli/check.ts (no process.exit there), so tests run it in-process.
@@ -26,13 +27,20 @@ export const EXIT = {
 } as const
 
 export const USAGE = `Usage: smart-restore check <namespace>/<pvc> [--json] [--config <file>]
+       smart-restore status [--namespace <ns>] [--json] [--concurrency <n>] [--config <file>]
 
-What smart-restore would decide for a PVC right now, and why: if it were created now (restore,
-fresh or denied, and the objects it would create), what the backup-source reconciler would do, and
-whether a delete would be refused and by what in-flight backup or restore.
+check: what smart-restore would decide for a PVC right now, and why: if it were created now
+(restore, fresh or denied, and the objects it would create), what the backup-source reconciler
+would do, and whether a delete would be refused and by what in-flight backup or restore.
+
+status: for every labelled PVC, whether it would come back if the cluster died now: its backup
+source, its last backup, its restore point (the snapshot VolSync would restore, read from the
+store) and a verdict against its tier (ok, late, none, new, unknown), and a summary line.
 
 Options:
   --json            print the report as JSON (same content)
+  -n, --namespace   status: only this namespace
+  --concurrency <n> status: store probes at once (default 8)
   -c, --config <f>  the service's configuration file (default: $SMART_RESTORE_CONFIG; environment
                     variables override it as for the service, e.g. S3_ENDPOINT, S3_BUCKET)
   -h, --help        show this help
@@ -40,13 +48,16 @@ Options:
 Kubernetes access: KUBECONFIG, or in-cluster credentials (~/.kube/config is not read by itself:
 run with KUBECONFIG=~/.kube/config). Only GETs and LISTs are made; nothing is written.
 
-Exit codes: 0 nothing needs attention; 1 something needs attention (see "Attention");
-2 usage, configuration or credentials error; 3 the PVC was not found or the API failed.
+Exit codes: 0 nothing needs attention; 1 something needs attention (check: see "Attention";
+status: a PVC late, without backup, unknown or needing a human); 2 usage, configuration or
+credentials error; 3 the PVC was not found or the API failed.
 `
 
 export interface RunIo {
   stdout: (text: string) => void
   stderr: (text: string) => void
+  /** Whether stderr is a terminal (status prints its progress there then). */
+  isTty?: () => boolean
   env?: NodeJS.ProcessEnv
 }
 
@@ -66,6 +77,8 @@ export async function run(argv: string[], io: RunIo): Promise<number> {
       options: {
         json: { type: 'boolean' },
         config: { type: 'string', short: 'c' },
+        namespace: { type: 'string', short: 'n' },
+        concurrency: { type: 'string' },
         help: { type: 'boolean', short: 'h' },
       },
       allowPositionals: true,
@@ -81,14 +94,28 @@ export async function run(argv: string[], io: RunIo): Promise<number> {
     return EXIT.ok
   }
   if (command === undefined) return usageError(io, 'a command is required')
-  if (command !== 'check') return usageError(io, `unknown command ${JSON.stringify(command)}`)
-  if (rest.length !== 1) return usageError(io, rest.length === 0 ? 'check needs <namespace>/<pvc>' : `check takes one <namespace>/<pvc>, got ${rest.length} arguments`)
-  const target = rest[0]!
-  const parts = target.split('/')
-  if (parts.length !== 2 || !DNS1123_LABEL.test(parts[0]!) || parts[0]!.length > 63 || !DNS1123_SUBDOMAIN.test(parts[1]!) || parts[1]!.length > 253) {
-    return usageError(io, `${JSON.stringify(target)} is not <namespace>/<pvc> (e.g. media/data-claim)`)
+  if (command !== 'check' && command !== 'status') return usageError(io, `unknown command ${JSON.stringify(command)}`)
+  let namespace: string
+  let name = ''
+  let concurrency = 8
+  if (command === 'status') {
+    if (rest.length) return usageError(io, `status takes no arguments (use --namespace), got ${rest.join(' ')}`)
+    namespace = values.namespace ?? ''
+    if (namespace && (!DNS1123_LABEL.test(namespace) || namespace.length > 63)) return usageError(io, `${JSON.stringify(namespace)} is not a namespace name`)
+    if (values.concurrency !== undefined) {
+      concurrency = Number(values.concurrency)
+      if (!Number.isInteger(concurrency) || concurrency < 1 || concurrency > 64) return usageError(io, `--concurrency must be an integer from 1 to 64, got ${JSON.stringify(values.concurrency)}`)
+    }
+  } else {
+    if (values.namespace !== undefined || values.concurrency !== undefined) return usageError(io, 'check takes <namespace>/<pvc>; --namespace and --concurrency are for status')
+    if (rest.length !== 1) return usageError(io, rest.length === 0 ? 'check needs <namespace>/<pvc>' : `check takes one <namespace>/<pvc>, got ${rest.length} arguments`)
+    const target = rest[0]!
+    const parts = target.split('/')
+    if (parts.length !== 2 || !DNS1123_LABEL.test(parts[0]!) || parts[0]!.length > 63 || !DNS1123_SUBDOMAIN.test(parts[1]!) || parts[1]!.length > 253) {
+      return usageError(io, `${JSON.stringify(target)} is not <namespace>/<pvc> (e.g. media/data-claim)`)
+    }
+    ;[namespace, name] = parts as [string, string]
   }
-  const [namespace, name] = parts as [string, string]
 
   // Loaded only now: the Kubernetes client and the AWS SDK take a while, and --help must not wait.
   const [{ ConfigError, loadConfig }, { kubeConfigFromEnvironment }, { createBackupStore, passwordSourceFor }, { CheckError, checkPvc, exitCodeFor }, { renderReport }] = await Promise.all([
@@ -130,11 +157,26 @@ export async function run(argv: string[], io: RunIo): Promise<number> {
   const fromSecret = passwordFromSecret({ ...config.restore.sourceSecret, readSecretData: (ns, n) => client.readSecretData(ns, n) })
   const store = createBackupStore(config.store, { password: passwordSourceFor(config, fromSecret) })
   try {
+    if (command === 'status') {
+      const [{ statusReport, statusExitCode }, { renderStatus }] = await Promise.all([import('./status.js'), import('./render-status.js')])
+      // A progress line on a terminal for long runs; never in --json or when piped.
+      const tty = io.isTty?.() === true && !values.json
+      const report = await statusReport({
+        kubeConfig: kube.kubeConfig,
+        store,
+        config,
+        ...(namespace ? { namespace } : {}),
+        concurrency,
+        ...(tty ? { onProgress: (done: number, total: number) => io.stderr(`\r  reading the store: ${done}/${total} PVCs${done === total ? '\n' : ''}`) } : {}),
+      })
+      io.stdout(values.json ? `${JSON.stringify(report, null, 2)}\n` : renderStatus(report))
+      return statusExitCode(report)
+    }
     const report = await checkPvc({ kubeConfig: kube.kubeConfig, store, config, namespace, name })
     io.stdout(values.json ? `${JSON.stringify(report, null, 2)}\n` : renderReport(report))
     return exitCodeFor(report)
   } catch (err) {
-    const kind = err instanceof CheckError ? err.kind : 'error'
+    const kind = err instanceof CheckError ? err.kind : err instanceof Error && err.name === 'StatusError' ? 'api' : 'error'
     const message = err instanceof Error ? err.message : String(err)
     if (values.json) io.stdout(`${JSON.stringify({ error: { kind, message } }, null, 2)}\n`)
     io.stderr(`smart-restore: ${message}\n`)
@@ -156,7 +198,7 @@ function isEntry(): boolean {
 }
 
 if (isEntry()) {
-  run(process.argv.slice(2), { stdout: (t) => process.stdout.write(t), stderr: (t) => process.stderr.write(t) }).then(
+  run(process.argv.slice(2), { stdout: (t) => process.stdout.write(t), stderr: (t) => process.stderr.write(t), isTty: () => process.stderr.isTTY === true }).then(
     (code) => {
       // Exit once the output is flushed; idle keep-alive sockets must not hold the process.
       process.stdout.write('', () => process.exit(code))

@@ -64,6 +64,7 @@ const envOverrides: Array<[string, string, EnvType]> = [
   ['SMART_RESTORE_NAMESPACE_DELETION', 'deletionGuard.namespaceDeletion', 'string'],
   ['SMART_RESTORE_RESTIC_LOCKS', 'deletionGuard.resticLocks.enabled', 'boolean'],
   ['SMART_RESTORE_RECONCILER', 'reconciler.enabled', 'boolean'],
+  ['SMART_RESTORE_METRICS_PER_PVC', 'metrics.perPvc', 'boolean'],
   ['LOG_LEVEL', 'logLevel', 'string'],
 ]
 
@@ -275,6 +276,8 @@ export function validateConfig(input: unknown): Config {
   const namespaceDefaultTierLabel = str(c.namespaceDefaultTierLabel, 'namespaceDefaultTierLabel')!
   if (!LABEL_KEY.test(namespaceDefaultTierLabel)) throw new ConfigError('namespaceDefaultTierLabel', `${JSON.stringify(namespaceDefaultTierLabel)} is not a valid label key`)
   const backup = validateBackupSettings(c.backup, 'backup', false) as BackupSourceConfig
+  const metrics = obj(c.metrics ?? {}, 'metrics')
+  rejectUnknown(metrics, 'metrics', ['perPvc', 'readinessRefreshMs'])
   const reconciler = obj(c.reconciler, 'reconciler')
   rejectUnknown(reconciler, 'reconciler', ['enabled', 'resyncMs', 'workers', 'restorePendingAfterMs', 'orphanGraceMs'])
 
@@ -360,6 +363,10 @@ export function validateConfig(input: unknown): Config {
     tiers,
     namespaceDefaultTierLabel,
     backup,
+    metrics: {
+      perPvc: bool(metrics.perPvc ?? defaultConfig.metrics.perPvc, 'metrics.perPvc'),
+      readinessRefreshMs: int(metrics.readinessRefreshMs ?? defaultConfig.metrics.readinessRefreshMs, 'metrics.readinessRefreshMs', 6_000, 24 * 3_600_000),
+    },
     reconciler: {
       enabled: bool(reconciler.enabled, 'reconciler.enabled'),
       resyncMs: int(reconciler.resyncMs, 'reconciler.resyncMs', 10_000, 24 * 3_600_000),

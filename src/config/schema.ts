@@ -125,6 +125,17 @@ export interface Config {
     /** Plain-HTTP port of GET /metrics (Prometheus); 0 = any free port, -1 = no metrics listener. */
     metricsPort: number
   }
+  /** The DR-readiness metrics (the same view as `smart-restore status`), refreshed in the background. */
+  metrics: {
+    /**
+     * Per-PVC series (labels namespace, pvc, tier): restore point, last backup, readiness state,
+     * attention. false: only the per-tier counts (for clusters where thousands of PVCs would be
+     * too many series).
+     */
+    perPvc: boolean
+    /** Each labelled PVC is looked at once per this period, spread over it (not all at once). */
+    readinessRefreshMs: number
+  }
   /** Label whose value names the backup tier. */
   tierLabel: string
   /** Prefix of every annotation smart-restore reads or writes. */
@@ -166,6 +177,7 @@ export interface Config {
 
 export const defaultConfig: Config = {
   server: { host: '0.0.0.0', port: 8443, bodyLimitBytes: 8 * 1024 * 1024, devCertHosts: [], shutdownDelayMs: 0, metricsPort: 9090 },
+  metrics: { perPvc: true, readinessRefreshMs: 5 * 60_000 },
   tierLabel: 'backup',
   annotationPrefix: 'smart-restore.io/',
   tiers: {

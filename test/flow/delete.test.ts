@@ -9,6 +9,7 @@ import { validateConfig } from '../../src/config/load.js'
 import { defaultConfig, type Config } from '../../src/config/schema.js'
 import { startService, type ServiceHandle } from '../../src/service.js'
 import { captureLogger } from '../helpers/capture-log.js'
+import { installRestorePrerequisites } from '../helpers/restore-prerequisites.js'
 import { startFakeApiServer } from '../helpers/fake-apiserver.js'
 import { fixtureReview } from '../helpers/fixtures.js'
 import { seed, startS3rver, storeConfig } from '../helpers/storage-servers.js'
@@ -21,6 +22,8 @@ t.teardown(() => s3.close())
 await seed(s3.endpoint, [`media/data-claim/snapshots/${'ab'.repeat(32)}`])
 
 const api = await startFakeApiServer()
+// Restores here must be populatable (the restore preflight).
+installRestorePrerequisites(api)
 t.teardown(() => api.close())
 api.objects.put(NAMESPACES, { apiVersion: 'v1', kind: 'Namespace', metadata: { name: 'media' }, status: { phase: 'Active' } })
 api.objects.put('/api/v1/secrets', { apiVersion: 'v1', kind: 'Secret', metadata: { name: 'smart-restore-restic', namespace: 'smart-restore' }, data: { RESTIC_PASSWORD: Buffer.from('pw').toString('base64') } })

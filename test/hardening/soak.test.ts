@@ -49,7 +49,6 @@ if (!ENABLED) {
     await seed(s3.endpoint, keys)
 
     const api = await startFakeApiServer()
-
     installRestorePrerequisites(api)
     t.teardown(() => api.close())
     api.objects.put('/api/v1/namespaces', { apiVersion: 'v1', kind: 'Namespace', metadata: { name: NS }, status: { phase: 'Active' } })
