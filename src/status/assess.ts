@@ -133,7 +133,7 @@ export interface ReadinessSummary {
 
 /** `2d`, `5h`, `12m`: a restore point's age for people. */
 export function ageText(ms: number): string {
-  return ms >= 2 * 86_400_000 ? `${Math.round(ms / 86_400_000)}d` : ms >= 2 * 3_600_000 ? `${Math.round(ms / 3_600_000)}h` : `${Math.max(0, Math.round(ms / 60_000))}m`
+  return ms >= 2 * 86_400_000 ? `${Math.round(ms / 86_400_000)}d` : ms >= 3_600_000 ? `${Math.round(ms / 3_600_000)}h` : `${Math.max(0, Math.round(ms / 60_000))}m`
 }
 
 /** `57 of 60 PVCs would come back; 2 late (oldest restore point 3d ago: media/db), 1 without any backup` */
