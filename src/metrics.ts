@@ -5,13 +5,14 @@
  *
  * Label values are bounded by construction: webhook, operation, decision, denial cause, probe state,
  * error kinds are closed sets (anything unexpected is counted as `other`); in-flight rule ids come
- * from the configuration. No namespace, PVC or object name is ever a label value.
+ * from the configuration. No namespace, PVC or object name is ever a label value (the one name that
+ * is: this replica's own identity in smart_restore_leader, one series per process).
  *
  * What is recorded where:
  * - admissions (latency, decisions, denial causes, probe, API errors, in-flight denials): from the
  *   outcome the admission route already computes (`observeAdmission`), nothing threaded into the
  *   storage or Kubernetes layers;
- * - watched caches, the reconciler's queue, Events and the serving certificate: read at scrape time
+ * - watched caches, the reconciler's queue, Events, the leader election and the serving certificate: read at scrape time
  *   from the components' own state (`watch*`), so a scrape always shows the current state.
  */
 import { PREREQUISITES, type PrerequisiteId } from './decide/preflight.js'
@@ -123,6 +124,12 @@ export interface CertificateInfo {
   notAfter: number
 }
 
+/** Who this replica is in the leader election, and whether it leads. */
+export interface LeaderInfo {
+  identity: string
+  leading: boolean
+}
+
 export interface MetricsOptions {
   /** Node.js process metrics (CPU, memory, event loop, GC), prefixed `smart_restore_`. Default true. */
   defaultMetrics?: boolean
@@ -145,6 +152,7 @@ export class ServiceMetrics {
   private eventSource?: () => EventRecorderStats
   private certificateSource?: () => CertificateInfo | undefined
   private prerequisiteSource?: () => PrerequisiteState | undefined
+  private leaderSource?: () => LeaderInfo | undefined
 
   constructor(opts: MetricsOptions = {}) {
     const registers = [this.registry]
@@ -285,6 +293,17 @@ export class ServiceMetrics {
       },
     })
     new Gauge({
+      name: 'smart_restore_leader',
+      help: 'Whether this replica runs the backup-source reconciler, the orphan sweep and the readiness refresh: 1 when it holds the leader election Lease (or leader election is off: every replica runs them), else 0. The label is this replica\'s own identity (its pod name), one series per process. Absent without a reconciler (standalone, reconciler.enabled false).',
+      labelNames: ['identity'],
+      registers,
+      collect() {
+        const l = self.leaderSource?.()
+        this.reset()
+        if (l) this.set({ identity: l.identity }, l.leading ? 1 : 0)
+      },
+    })
+    new Gauge({
       name: 'smart_restore_tls_certificate_expiry_timestamp_seconds',
       help: 'When the serving certificate in use expires (Unix seconds).',
       registers,
@@ -342,6 +361,11 @@ export class ServiceMetrics {
   /** The restore preflight's cluster-wide gaps; undefined while its watches sync. */
   watchRestorePrerequisites(source: () => PrerequisiteState | undefined): void {
     this.prerequisiteSource = source
+  }
+
+  /** The leader election of the reconciler; undefined (no series) when nothing is elected. */
+  watchLeader(source: () => LeaderInfo | undefined): void {
+    this.leaderSource = source
   }
 
   async render(): Promise<{ contentType: string; body: string }> {

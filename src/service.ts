@@ -30,6 +30,8 @@ import { ReadinessRefresher } from './status/refresher.js'
 import { WatchedCache, type WatchCacheOptions } from './kube/watch-cache.js'
 import { PrerequisiteReporter } from './preflight/report.js'
 import { preflightWatchSpecs, RestorePreflightView } from './preflight/view.js'
+import { defaultIdentity, LeaderElector } from './kube/leader-election.js'
+import type { WorkQueueStats } from './reconcile/queue.js'
 
 export interface ServiceHandle {
   /** e.g. https://127.0.0.1:8443 */
@@ -60,6 +62,8 @@ export interface StartOptions {
   watch?: WatchCacheOptions
   /** false: no backup-source reconciler even when the configuration enables it (tests of other parts). */
   reconciler?: boolean
+  /** This replica's holderIdentity in the leader election Lease (default: env POD_NAME, else hostname_<random>). */
+  leaderIdentity?: string
   metrics?: MetricsOptions
   /** Certificate file watching (tests shorten the debounce and the periodic check). */
   certificateReload?: { debounceMs?: number; intervalMs?: number }
@@ -71,6 +75,29 @@ interface LoadedTls {
   caCert?: string
   /** The files, when configured: they are followed for rotations. */
   files?: { certFile: string; keyFile: string }
+}
+
+/**
+ * `cache` as seen by one leadership term's reconciler: its change listeners are removed when the
+ * term ends (BackupReconciler.stop stops its queue but leaves them subscribed), so a replica that
+ * leads many times keeps one set of listeners, not one per term.
+ */
+function termCache(cache: WatchedCache): { cache: WatchedCache; unsubscribe(): void } {
+  const unsubscribes: Array<() => void> = []
+  const scoped = new Proxy(cache, {
+    get(target, prop) {
+      if (prop === 'onChange') {
+        return (specId: string, listener: Parameters<WatchedCache['onChange']>[1]) => {
+          const off = target.onChange(specId, listener)
+          unsubscribes.push(off)
+          return off
+        }
+      }
+      const value: unknown = Reflect.get(target, prop, target)
+      return typeof value === 'function' ? (value as (...args: unknown[]) => unknown).bind(target) : value
+    },
+  })
+  return { cache: scoped, unsubscribe: () => unsubscribes.splice(0).forEach((off) => off()) }
 }
 
 function formatHost(host: string): string {
@@ -145,8 +172,10 @@ export async function startService(config: Config, opts: StartOptions): Promise<
   let view: CachedInFlightView | undefined
   let preflight: RestorePreflightView | undefined
   let prerequisites: PrerequisiteReporter | undefined
-  let reconciler: BackupReconciler | undefined
-  let refresher: ReadinessRefresher | undefined
+  /** Stops the leader's work (the elector's stop also releases the Lease); undefined without a reconciler. */
+  let stopReconciling: (() => Promise<void>) | undefined
+  /** What /readyz says about the leader election; undefined without a reconciler. */
+  let leaderCheck: (() => string) | undefined
   let inFlight: InFlightView | null = null
   if (opts.inFlight !== undefined) inFlight = opts.inFlight
   else if (kubeConfig) {
@@ -155,35 +184,110 @@ export async function startService(config: Config, opts: StartOptions): Promise<
     view = CachedInFlightView.create(kubeConfig, rules, { logger, ...opts.watch }, reconcile ? reconcilerWatchSpecs(config) : [])
     inFlight = view
     if (reconcile) {
+      // The watched caches stay on every replica (the deletion guard and the webhooks read them);
+      // the work that writes or probes runs on the leader only: the backup-source reconciler (with
+      // its orphan sweep) and the readiness refresh. A new reconciler and refresher each term.
       const client = cluster instanceof ClusterClient ? cluster : newClusterClient(kubeConfig)
       const events = new EventRecorder({ client, logger })
-      const running = new BackupReconciler({
-        config,
-        store,
-        cluster: client,
-        events,
-        cache: view.watchedCache,
-        namespacesSpecId: NAMESPACES_SPEC_ID,
-        logger: logger.child({ component: 'reconciler' }),
-        count: (counter) => metrics.countReconcileFinding(counter),
-      })
+      const watched = view.watchedCache
       metrics.watchEvents(() => events.stats())
-      metrics.watchReconcileQueue(() => running.stats())
-      running.start()
-      reconciler = running
-      // DR readiness for the metrics: the reconciler's PVC and ReplicationSource caches, the store.
-      refresher = new ReadinessRefresher({
-        config,
-        store,
-        cache: view.watchedCache,
-        pvcSpecId: PVC_SPEC_ID,
-        sourcesSpecId: SOURCES_SPEC_ID,
-        namespacesSpecId: NAMESPACES_SPEC_ID,
-        logger: logger.child({ component: 'readiness' }),
+      let term: { reconciler: BackupReconciler; refresher: ReadinessRefresher; unsubscribe(): void } | undefined
+      let stopping: Promise<void> = Promise.resolve()
+      // Counts of the finished terms' queues, so smart_restore_reconcile_total never goes back.
+      const past = { retries: 0, processed: 0, failures: 0 }
+      const startWork = () => {
+        if (term) return
+        const scoped = termCache(watched)
+        const reconciler = new BackupReconciler({
+          config,
+          store,
+          cluster: client,
+          events,
+          cache: scoped.cache,
+          namespacesSpecId: NAMESPACES_SPEC_ID,
+          logger: logger.child({ component: 'reconciler' }),
+          count: (counter) => metrics.countReconcileFinding(counter),
+        })
+        // DR readiness for the metrics: the reconciler's PVC and ReplicationSource caches, the store.
+        const refresher = new ReadinessRefresher({
+          config,
+          store,
+          cache: watched,
+          pvcSpecId: PVC_SPEC_ID,
+          sourcesSpecId: SOURCES_SPEC_ID,
+          namespacesSpecId: NAMESPACES_SPEC_ID,
+          logger: logger.child({ component: 'readiness' }),
+        })
+        term = { reconciler, refresher, unsubscribe: scoped.unsubscribe }
+        reconciler.start()
+        refresher.start()
+      }
+      const stopWork = (): Promise<void> => {
+        const ending = term
+        term = undefined
+        if (!ending) return stopping
+        ending.unsubscribe()
+        stopping = (async () => {
+          await ending.refresher.stop()
+          await ending.reconciler.stop()
+          const s = ending.reconciler.stats()
+          past.retries += s.retries
+          past.processed += s.processed
+          past.failures += s.failures
+        })()
+        return stopping
+      }
+      metrics.watchReconcileQueue((): WorkQueueStats => {
+        const s = term?.reconciler.stats()
+        return {
+          depth: s?.depth ?? 0,
+          processing: s?.processing ?? 0,
+          delayed: s?.delayed ?? 0,
+          backingOff: s?.backingOff ?? 0,
+          retries: past.retries + (s?.retries ?? 0),
+          processed: past.processed + (s?.processed ?? 0),
+          failures: past.failures + (s?.failures ?? 0),
+        }
       })
-      const readiness = refresher
-      registerReadinessMetrics(metrics.registry, config, () => readiness.view())
-      readiness.start()
+      // On a follower the readiness series are absent (summing them over the replicas counts the leader's).
+      registerReadinessMetrics(metrics.registry, config, () => term?.refresher.view())
+      const le = config.leaderElection
+      const identity = opts.leaderIdentity ?? defaultIdentity()
+      if (le.enabled) {
+        const elector = new LeaderElector({
+          kubeConfig,
+          namespace: le.namespace,
+          name: le.leaseName,
+          identity,
+          leaseDurationMs: le.leaseDurationMs,
+          renewDeadlineMs: le.renewDeadlineMs,
+          retryPeriodMs: le.retryPeriodMs,
+          requestTimeoutMs: config.kube.requestTimeoutMs,
+          logger: logger.child({ component: 'leader-election' }),
+          // A previous term's reconciler finishes its handlers before the next one starts.
+          onStartedLeading: async () => {
+            await stopping
+            startWork()
+          },
+          onStoppedLeading: stopWork,
+        })
+        metrics.watchLeader(() => ({ identity, leading: elector.isLeader() }))
+        leaderCheck = () => {
+          const st = elector.status()
+          if (st.leading) return `this replica (${st.identity})`
+          if (!st.holder) return `none yet (lease ${st.lease})`
+          if (st.holder === st.identity) return `none: this replica (${st.identity}) could not renew its lease ${st.lease}; trying again`
+          return `${st.holder} (lease ${st.lease}${st.expired ? ', expired: taken over at the next retry' : ''})`
+        }
+        elector.start()
+        stopReconciling = () => elector.stop()
+      } else {
+        logger.info('leaderElection.enabled=false: this replica runs the reconciler whatever the others do')
+        metrics.watchLeader(() => ({ identity, leading: true }))
+        leaderCheck = () => `this replica (${identity}); leader election off: every replica reconciles`
+        startWork()
+        stopReconciling = stopWork
+      }
     }
     const cache = view.watchedCache
     // The restore preflight: its own small cache, so it never holds up readiness or the guard.
@@ -224,6 +328,8 @@ export async function startService(config: Config, opts: StartOptions): Promise<
     if (!sync.synced) problems.push(`watched caches not synced: ${sync.reason}`)
     // Reported, never a reason to be unready: unlabelled PVCs and the deletion guard need none of it.
     if (prerequisites) checks.restorePrerequisites = prerequisites.report().check
+    // Who runs the reconciler; never a reason to be unready (every replica serves the webhooks).
+    if (leaderCheck) checks.leader = leaderCheck()
     return problems.length === 0 ? { ready: true, checks } : { ready: false, reason: problems.join('; '), checks }
   }
   const app = buildServer({
@@ -241,8 +347,7 @@ export async function startService(config: Config, opts: StartOptions): Promise<
     if (config.server.metricsPort >= 0) metricsServer = await startMetricsServer(metrics, { host: config.server.host, port: config.server.metricsPort, logger })
   } catch (err) {
     await app.close()
-    await refresher?.stop()
-    await reconciler?.stop()
+    await stopReconciling?.()
     prerequisites?.stop()
     await preflight?.stop()
     await view?.stop()
@@ -286,8 +391,8 @@ export async function startService(config: Config, opts: StartOptions): Promise<
         // their connections end (Connection: close). Resolves when the last connection is gone.
         await app.close()
         reloader?.stop()
-        await refresher?.stop()
-        await reconciler?.stop()
+        // The leader's work stops, then its Lease is released: another replica takes over at once.
+        await stopReconciling?.()
         prerequisites?.stop()
         await preflight?.stop()
         await view?.stop()

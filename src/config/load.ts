@@ -5,7 +5,7 @@
  */
 import { readFileSync } from 'node:fs'
 import { parse as parseYaml } from 'yaml'
-import { DNS1123_LABEL, LABEL_KEY } from '../engines/name-syntax.js'
+import { DNS1123_LABEL, DNS1123_SUBDOMAIN, LABEL_KEY } from '../engines/name-syntax.js'
 import { BUILTIN_RULES } from '../inflight/rules.js'
 import { mergeRules, parseRules } from '../inflight/match.js'
 import type { InFlightRule } from '../inflight/types.js'
@@ -65,6 +65,9 @@ const envOverrides: Array<[string, string, EnvType]> = [
   ['SMART_RESTORE_RESTIC_LOCKS', 'deletionGuard.resticLocks.enabled', 'boolean'],
   ['SMART_RESTORE_RECONCILER', 'reconciler.enabled', 'boolean'],
   ['SMART_RESTORE_METRICS_PER_PVC', 'metrics.perPvc', 'boolean'],
+  ['SMART_RESTORE_LEADER_ELECTION', 'leaderElection.enabled', 'boolean'],
+  // The pod's namespace (downward API): where the Lease lives, with the Role that grants it.
+  ['POD_NAMESPACE', 'leaderElection.namespace', 'string'],
   ['LOG_LEVEL', 'logLevel', 'string'],
 ]
 
@@ -248,6 +251,27 @@ function validateTemplate(v: unknown, field: string, placeholders: string[]): st
   return s
 }
 
+/** Absent (or any field absent): the defaults, so a configuration written before it still loads. */
+function validateLeaderElection(v: unknown): Config['leaderElection'] {
+  const field = 'leaderElection'
+  const l = obj(v ?? {}, field)
+  rejectUnknown(l, field, Object.keys(defaultConfig.leaderElection))
+  const d = defaultConfig.leaderElection
+  const leaseName = str(l.leaseName ?? d.leaseName, `${field}.leaseName`)!
+  if (!DNS1123_SUBDOMAIN.test(leaseName) || leaseName.length > 253) throw new ConfigError(`${field}.leaseName`, `${JSON.stringify(leaseName)} is not a valid object name (lowercase letters, digits, - and .)`)
+  const namespace = str(l.namespace ?? d.namespace, `${field}.namespace`)!
+  if (!DNS1123_LABEL.test(namespace) || namespace.length > 63) throw new ConfigError(`${field}.namespace`, `${JSON.stringify(namespace)} is not a valid namespace name`)
+  const leaseDurationMs = int(l.leaseDurationMs ?? d.leaseDurationMs, `${field}.leaseDurationMs`, 1_000, 3_600_000)
+  if (leaseDurationMs % 1000 !== 0) throw new ConfigError(`${field}.leaseDurationMs`, `must be whole seconds (the Lease's leaseDurationSeconds), got ${leaseDurationMs}`)
+  const renewDeadlineMs = int(l.renewDeadlineMs ?? d.renewDeadlineMs, `${field}.renewDeadlineMs`, 100, 3_600_000)
+  if (renewDeadlineMs >= leaseDurationMs) {
+    throw new ConfigError(`${field}.renewDeadlineMs`, `must be less than leaseDurationMs (${leaseDurationMs}): a leader that cannot renew must stop before another replica may take the lease over`)
+  }
+  const retryPeriodMs = int(l.retryPeriodMs ?? d.retryPeriodMs, `${field}.retryPeriodMs`, 50, 3_600_000)
+  if (retryPeriodMs >= renewDeadlineMs) throw new ConfigError(`${field}.retryPeriodMs`, `must be less than renewDeadlineMs (${renewDeadlineMs}): the leader needs more than one try to renew`)
+  return { enabled: bool(l.enabled ?? d.enabled, `${field}.enabled`), leaseName, namespace, leaseDurationMs, renewDeadlineMs, retryPeriodMs }
+}
+
 export function validateConfig(input: unknown): Config {
   const c = obj(input, '(top level)')
   rejectUnknown(c, '', Object.keys(defaultConfig))
@@ -346,6 +370,7 @@ export function validateConfig(input: unknown): Config {
 
   const kube = obj(c.kube, 'kube')
   rejectUnknown(kube, 'kube', ['mode', 'requestTimeoutMs'])
+  const leaderElection = validateLeaderElection(c.leaderElection)
 
   const config: Config = {
     server: {
@@ -420,6 +445,7 @@ export function validateConfig(input: unknown): Config {
       rules: userRules,
       disabledRules,
     },
+    leaderElection,
     kube: {
       mode: oneOf(kube.mode, 'kube.mode', ['auto', 'cluster', 'standalone'] as const),
       requestTimeoutMs: int(kube.requestTimeoutMs, 'kube.requestTimeoutMs', 100, 25000),

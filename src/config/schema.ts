@@ -166,6 +166,28 @@ export interface Config {
   onUnknown: 'deny' | 'fresh'
   restore: RestoreConfig
   deletionGuard: DeletionGuardConfig
+  /**
+   * One replica at a time runs the backup-source reconciler (with its orphan sweep) and the readiness
+   * refresh, chosen with a coordination.k8s.io/v1 Lease as client-go and controller-runtime do it;
+   * the webhooks are served by every replica. Off: every replica runs them (they converge, each write
+   * and probe doubled).
+   */
+  leaderElection: {
+    enabled: boolean
+    /** The Lease's name. */
+    leaseName: string
+    /** The Lease's namespace: the service's own (env POD_NAMESPACE, from the downward API). */
+    namespace: string
+    /**
+     * How long a follower waits, after it last saw the Lease change, before it takes it over from a
+     * leader that stopped renewing. Whole seconds (the Lease's leaseDurationSeconds).
+     */
+    leaseDurationMs: number
+    /** The leader stops its work when it could not renew for this long (less than leaseDurationMs). */
+    renewDeadlineMs: number
+    /** How often the leader renews and a follower tries to acquire (less than renewDeadlineMs). */
+    retryPeriodMs: number
+  }
   kube: {
     /** auto: use KUBECONFIG/in-cluster when reachable, else standalone. standalone: never write. */
     mode: 'auto' | 'cluster' | 'standalone'
@@ -203,6 +225,8 @@ export const defaultConfig: Config = {
     allowCrossNamespaceRestoreFrom: false,
   },
   deletionGuard: { namespaceDeletion: 'wait', resticLocks: { enabled: false, maxAgeMs: 30 * 60_000 }, rules: [], disabledRules: [] },
+  // client-go's and controller-runtime's defaults.
+  leaderElection: { enabled: true, leaseName: 'smart-restore', namespace: 'smart-restore', leaseDurationMs: 15_000, renewDeadlineMs: 10_000, retryPeriodMs: 2_000 },
   kube: { mode: 'auto', requestTimeoutMs: 3000 },
   logLevel: 'info',
 }

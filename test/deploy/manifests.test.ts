@@ -555,6 +555,26 @@ t.test('RBAC: what the code uses, nothing more; Secrets written but never read c
   t.equal(role.metadata.namespace, source.namespace)
   t.strictSame(role.rules, [{ apiGroups: [''], resources: ['secrets'], resourceNames: [source.name], verbs: ['get'] }], 'the source Secret: get, by name, in its namespace')
 
+  // Leader election: the Lease only, in the pods' own namespace (POD_NAMESPACE from the downward API).
+  const election = deployedConfig().leaderElection
+  t.equal(election.enabled, true, 'leader election on: one replica reconciles')
+  const podEnv = Object.fromEntries(one(base, 'Deployment', 'smart-restore').spec.template.spec.containers[0].env.map((e: Obj) => [e.name, e]))
+  t.strictSame(podEnv.POD_NAMESPACE?.valueFrom, { fieldRef: { fieldPath: 'metadata.namespace' } }, 'POD_NAMESPACE (leaderElection.namespace) is the pod\'s namespace')
+  t.strictSame(podEnv.POD_NAME?.valueFrom, { fieldRef: { fieldPath: 'metadata.name' } }, 'POD_NAME (the holderIdentity) is the pod\'s name')
+  const leaseRole = one(base, 'Role', 'smart-restore-leader-election')
+  t.equal(leaseRole.metadata.namespace, one(base, 'Deployment', 'smart-restore').metadata.namespace, 'the Lease Role is in the pods\' namespace')
+  t.equal(leaseRole.metadata.namespace, election.namespace, 'which is leaderElection.namespace\'s default')
+  t.strictSame(
+    leaseRole.rules,
+    [
+      { apiGroups: ['coordination.k8s.io'], resources: ['leases'], verbs: ['create'] },
+      { apiGroups: ['coordination.k8s.io'], resources: ['leases'], resourceNames: [election.leaseName], verbs: ['get', 'update'] },
+    ],
+    'the Lease: create, and get/update by name (PUT with resourceVersion); no list, watch, patch or delete',
+  )
+  t.strictSame(byKind(base, 'Role').map((r) => r.metadata.name).sort(), ['smart-restore-leader-election', 'smart-restore-source-secret'], 'no other Role')
+  t.notOk([...grants.keys()].some((k) => k.startsWith('coordination.k8s.io/')), 'no Lease permission cluster-wide')
+
   const sa = one(base, 'ServiceAccount', 'smart-restore')
   for (const b of [...byKind(base, 'ClusterRoleBinding'), ...byKind(base, 'RoleBinding')]) {
     t.strictSame(b.subjects, [{ kind: 'ServiceAccount', name: sa.metadata.name, namespace: sa.metadata.namespace }], `${id(b)} binds the service account`)

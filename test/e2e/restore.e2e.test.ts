@@ -6,8 +6,13 @@
  *
  *   KUBECONFIG=... npm run test:e2e        (see the README, "End-to-end tests")
  *
- * Without KUBECONFIG the file is skipped. Works without a controller-manager (a bare apiserver):
- * nothing here waits for a PVC to bind or a namespace to finish terminating.
+ * Without KUBECONFIG the file is skipped. Nothing runs VolSync, a CSI driver or a kubelet: the suite
+ * installs what a restore needs to be admitted (minimal VolumePopulator and VolumeSnapshotClass CRDs
+ * when the cluster lacks them, a StorageClass whose provisioner nobody runs, a default
+ * VolumeSnapshotClass for it), binds PVCs itself (Binder) and writes the ReplicationDestination and
+ * ReplicationSource statuses VolSync would write. Only the orphan scenario waits for
+ * kube-controller-manager's garbage collector (skipped where Binder saw no controller-manager: a bare
+ * apiserver); nothing waits for a namespace to finish terminating.
  */
 import { isDeepStrictEqual } from 'node:util'
 import t, { type Test } from 'tap'
@@ -18,14 +23,23 @@ import { defaultConfig } from '../../src/config/schema.js'
 import { kubeConfigFromEnvironment, probeApi } from '../../src/kube/config.js'
 import { createLogger } from '../../src/log.js'
 import { startService, type ServiceHandle } from '../../src/service.js'
+import { renderStatus } from '../../src/cli/render-status.js'
+import { statusReport } from '../../src/cli/status.js'
+import { createBackupStore } from '../../src/storage/index.js'
+import { emptyRestoreStatus, restoredStatus } from '../helpers/rd-status.js'
 import {
   Cleanup,
+  DEFAULT_SNAPSHOT_CLASS_ANNOTATION,
   DELETE_GUARD_WEBHOOK,
   E2EError,
+  E2E_PROVISIONER,
   PHASE,
+  POPULATOR_API,
+  SNAPSHOT_CLASS_API,
   VOLSYNC,
   WEBHOOK_NAME,
   call,
+  crdState,
   deleteEach,
   deleteS3Objects,
   describeCluster,
@@ -35,6 +49,7 @@ import {
   expectedResticRepository,
   externalS3,
   getOrUndefined,
+  installMinimalCrd,
   kubeFailure,
   loadKubeConfig,
   makeApis,
@@ -42,6 +57,7 @@ import {
   otherSmartRestoreWebhooks,
   pollUntil,
   readE2EEnv,
+  readReadyz,
   refusedByLingeringGuard,
   registeredDifferences,
   seedResticRepository,
@@ -51,6 +67,7 @@ import {
   validateUrlFor,
   waitForDeleteGuard,
   waitForReady,
+  waitForRestorePrerequisites,
   waitForWebhook,
   warningsOf,
   webhookReachabilityHint,
@@ -58,6 +75,7 @@ import {
   type Apis,
   type E2EEnv,
   type KubeFailure,
+  type Readyz,
   type S3Target,
 } from './support.js'
 
@@ -84,6 +102,17 @@ const PVC = {
   previousTooFar: 'previous-too-far',
   /** Snapshots of another path only (another tool's repository): VolSync would restore nothing → denied. */
   foreignPaths: 'foreign-paths',
+  /** One snapshot: refused (422) while the VolumePopulator CRD is missing, admitted once it is there. */
+  populatorCheck: 'populator-check',
+  /** One snapshot; its RD's status says the mover restored nothing: no backup source, attention + RestoreEmpty. */
+  restoreEmpty: 'restore-empty',
+  /** One snapshot; its RD's status says the mover restored it: the backup source is attached once Bound. */
+  restoreDone: 'restore-done',
+  /**
+   * Never created: the orphan scenario makes the RD `<name>-restore` and Secret `<name>-restic` an
+   * admission would have made before its CREATE failed. Listed so cleanup covers them.
+   */
+  neverCame: 'never-came',
 } as const
 
 /** Snapshot times of the seeded repositories: whole seconds (as VolSync compares them), hours before the run. */
@@ -103,6 +132,18 @@ const TIER_EXPECTATIONS = {
 /** How long the reconciler gets to act on a change of the PVC. */
 const RECONCILE_MS = 20_000
 const ALLOW_DELETE = `${PREFIX}allow-delete`
+const ATTENTION = `${PREFIX}attention`
+/** The service's watched caches rediscover APIs this often (startService watch.rediscoverMs; 60 s by default). */
+const REDISCOVER_MS = 1_000
+/**
+ * reconciler.orphanGraceMs of the service under test (10 min by default): a restore RD whose PVC
+ * never came is swept once this old; the sweep runs every min(60 s, this). Every RD the suite leaves
+ * has its PVC (denied and dry-run creates make none), so only the orphan scenario's is swept.
+ */
+const ORPHAN_GRACE_MS = 4_000
+const ORPHAN_SWEEP_EVERY_MS = Math.min(60_000, ORPHAN_GRACE_MS)
+/** The real garbage collector deletes dependents asynchronously, and learns of new CRDs by discovery (every 30 s). */
+const GC_MS = 90_000
 
 interface Ctx {
   env: E2EEnv
@@ -118,23 +159,40 @@ interface Ctx {
   service: ServiceHandle
   webhookUrl: string
   validateUrl: string
+  /** The suite's StorageClass (provisioner E2E_PROVISIONER, WaitForFirstConsumer); every PVC of the suite names it. */
+  storageClass: string
+  /** The suite's default VolumeSnapshotClass for E2E_PROVISIONER. */
+  snapshotClass: string
+  /** The VolumePopulator CRD: the cluster's own, or absent until the preflight scenario creates it. */
+  populatorCrd: 'cluster' | 'absent'
+  /** Labels of everything the run creates. */
+  labels: Record<string, string>
+  /**
+   * What Binder saw: a PV controller that resets a written Bound (true: kube-controller-manager runs,
+   * so does its garbage collector), or none (false: a bare apiserver). Unknown until a PVC is bound.
+   */
+  observed: { controllerManager?: boolean }
 }
 
 type Created = { ok: true; pvc: k8s.V1PersistentVolumeClaim; warnings: string } | { ok: false; failure: KubeFailure }
 
-function pvcBody(name: string, tier: string, annotations?: Record<string, string>): k8s.V1PersistentVolumeClaim {
+/** A labelled PVC in the suite's StorageClass (a restore must name a class the preflight knows). */
+function pvcBody(name: string, tier: string, storageClassName: string, annotations?: Record<string, string>): k8s.V1PersistentVolumeClaim {
   return {
     apiVersion: 'v1',
     kind: 'PersistentVolumeClaim',
     metadata: { name, labels: { backup: tier, 'app.kubernetes.io/part-of': 'smart-restore-e2e' }, ...(annotations ? { annotations } : {}) },
-    spec: { accessModes: ['ReadWriteOnce'], resources: { requests: { storage: '1Gi' } } },
+    spec: { accessModes: ['ReadWriteOnce'], resources: { requests: { storage: '1Gi' } }, storageClassName },
   }
 }
 
 async function createPvc(ctx: Ctx, name: string, tier: string, dryRun = false, annotations?: Record<string, string>): Promise<Created> {
   try {
     const info = await call((o) =>
-      ctx.apis.core.createNamespacedPersistentVolumeClaimWithHttpInfo({ namespace: ctx.ns, body: pvcBody(name, tier, annotations), ...(dryRun ? { dryRun: 'All' } : {}) }, o),
+      ctx.apis.core.createNamespacedPersistentVolumeClaimWithHttpInfo(
+        { namespace: ctx.ns, body: pvcBody(name, tier, ctx.storageClass, annotations), ...(dryRun ? { dryRun: 'All' } : {}) },
+        o,
+      ),
     )
     return { ok: true, pvc: info.data, warnings: warningsOf(info) }
   } catch (err) {
@@ -144,14 +202,57 @@ async function createPvc(ctx: Ctx, name: string, tier: string, dryRun = false, a
 
 const readPvc = (ctx: Ctx, name: string) => getOrUndefined((o) => ctx.apis.core.readNamespacedPersistentVolumeClaim({ namespace: ctx.ns, name }, o))
 const readSecret = (ctx: Ctx, name: string) => getOrUndefined((o) => ctx.apis.core.readNamespacedSecret({ namespace: ctx.ns, name }, o))
-const readRd = (ctx: Ctx, name: string) =>
-  getOrUndefined(
-    (o) =>
-      ctx.apis.custom.getNamespacedCustomObject({ group: VOLSYNC.group, version: VOLSYNC.version, namespace: ctx.ns, plural: VOLSYNC.rdPlural, name }, o) as Promise<{
-        metadata?: { labels?: Record<string, string> }
-        spec?: { trigger?: { manual?: string }; restic?: Record<string, unknown> }
-      }>,
-  )
+type OwnerRef = { apiVersion?: string; kind?: string; name?: string; uid?: string; controller?: boolean; blockOwnerDeletion?: boolean }
+type ReplicationDestination = {
+  metadata?: {
+    name?: string
+    uid?: string
+    creationTimestamp?: string
+    deletionTimestamp?: string
+    labels?: Record<string, string>
+    annotations?: Record<string, string>
+    ownerReferences?: OwnerRef[]
+  }
+  spec?: { trigger?: { manual?: string }; restic?: Record<string, unknown> }
+  status?: {
+    lastManualSync?: string
+    latestImage?: { apiGroup?: string; kind?: string; name?: string }
+    latestMoverStatus?: { result?: string; logs?: string }
+  } & Record<string, unknown>
+}
+const rdRef = (ctx: Ctx) => ({ group: VOLSYNC.group, version: VOLSYNC.version, namespace: ctx.ns, plural: VOLSYNC.rdPlural })
+const readRd = (ctx: Ctx, name: string) => getOrUndefined((o) => ctx.apis.custom.getNamespacedCustomObject({ ...rdRef(ctx), name }, o) as Promise<ReplicationDestination>)
+
+/** The fields of ownerReferences compared (client-node's typed V1OwnerReference instances, as plain objects). */
+const ownersOf = (refs: OwnerRef[] | undefined) =>
+  (refs ?? []).map((r) => ({ apiVersion: r.apiVersion, kind: r.kind, name: r.name, uid: r.uid, controller: r.controller, blockOwnerDeletion: r.blockOwnerDeletion }))
+/** The ownerReference the webhook puts on a restore's repository Secret: its RD (src/engines/volsync.ts restoreOwnerReference). */
+const rdOwnerRef = (rdName: string, uid: string | undefined) => ({
+  apiVersion: `${VOLSYNC.group}/${VOLSYNC.version}`,
+  kind: 'ReplicationDestination',
+  name: rdName,
+  uid,
+  controller: false,
+  blockOwnerDeletion: false,
+})
+
+/**
+ * Write a ReplicationDestination's status the way VolSync does: through the status subresource, as
+ * a JSON merge patch. The VolSync CRD's structural schema prunes any field it does not know, so the
+ * caller checks what came back.
+ */
+async function patchRdStatus(ctx: Ctx, name: string, status: Record<string, unknown>): Promise<{ ok: true; rd: ReplicationDestination } | { ok: false; failure: KubeFailure }> {
+  try {
+    const rd = (await call((o) =>
+      ctx.apis.custom.patchNamespacedCustomObjectStatus({ ...rdRef(ctx), name, body: { status } }, k8s.setHeaderOptions('Content-Type', k8s.PatchStrategy.MergePatch, o)),
+    )) as ReplicationDestination
+    return { ok: true, rd }
+  } catch (err) {
+    return { ok: false, failure: kubeFailure(err) }
+  }
+}
+
+const escapeRegExp = (s: string) => s.replace(/[.*+?^${}()|[\]\\]/g, '\\$&')
 type RsStatus = {
   conditions?: Array<{ type?: string; status?: string; reason?: string; message?: string; lastTransitionTime?: string }>
   lastSyncStartTime?: string
@@ -196,6 +297,23 @@ function describeRsStatus(rs: ReplicationSource | undefined): string {
   parts.push(rs.status?.lastSyncStartTime ? `lastSyncStartTime=${rs.status.lastSyncStartTime}` : 'no lastSyncStartTime')
   if (rs.status?.lastSyncTime) parts.push(`lastSyncTime=${rs.status.lastSyncTime}`)
   return parts.join(', ')
+}
+
+/** e.g. `uid ..., created ..., owners [PersistentVolumeClaim/x], lastManualSync "smart-restore", mover Successful`. */
+function describeRd(rd: ReplicationDestination | undefined): string {
+  if (!rd) return 'it does not exist'
+  const md = rd.metadata
+  const st = rd.status
+  return [
+    `uid ${md?.uid ?? '?'}`,
+    `created ${String(md?.creationTimestamp ?? '?')}`,
+    `owners ${JSON.stringify((md?.ownerReferences ?? []).map((r) => `${r.kind}/${r.name}`))}`,
+    md?.deletionTimestamp ? `being deleted since ${String(md.deletionTimestamp)}` : '',
+    st?.lastManualSync !== undefined ? `lastManualSync ${JSON.stringify(st.lastManualSync)}` : 'no lastManualSync',
+    st?.latestMoverStatus ? `mover ${st.latestMoverStatus.result ?? '?'}` : 'no latestMoverStatus',
+  ]
+    .filter(Boolean)
+    .join(', ')
 }
 
 type Deleted = { ok: true; warnings: string } | { ok: false; failure: KubeFailure }
@@ -351,7 +469,10 @@ class Binder {
         }
         if (this.how !== 'status') return undefined
         boundSince ??= Date.now()
-        if (Date.now() - boundSince >= 2_000) return undefined
+        if (Date.now() - boundSince >= 2_000) {
+          ctx.observed.controllerManager ??= false
+          return undefined
+        }
       } else if (this.how === 'status') {
         // Written Bound, read back otherwise: a PV controller (controller-manager) is at work.
         const failed = await this.preBoundVolume(t, pvc)
@@ -421,6 +542,7 @@ class Binder {
     }
     this.how = 'volume'
     this.volumeAt = Date.now()
+    ctx.observed.controllerManager = true
     t.comment(
       `PVC ${ctx.ns}/${name}: status.phase=Bound was reset to ${pvc.status?.phase ?? 'nothing'} (a PV controller runs here); ` +
         `created PersistentVolume ${pv} pre-bound to it (class ${JSON.stringify(body.spec!.storageClassName)}, hostPath, never mounted) for the PV controller to bind`,
@@ -459,6 +581,79 @@ async function setup(t: Test, env: E2EEnv, cleanup: Cleanup): Promise<Ctx> {
   const runId = newRunId()
   const ns = `sr-e2e-${runId}`
   const sysNs = `sr-e2e-sys-${runId}`
+  const labels = { 'app.kubernetes.io/part-of': 'smart-restore-e2e', 'smart-restore.io/e2e-run': runId }
+
+  // -- what a restore needs to be admitted (src/decide/preflight.ts), before the service starts: its
+  // preflight watches then list them at once. A CRD the cluster has is used as it is, never touched.
+  const snapshotCrd = await crdState(apis, SNAPSHOT_CLASS_API)
+  if (snapshotCrd.state === 'version-not-served') {
+    throw new E2EError(
+      `the cluster's CRD ${SNAPSHOT_CLASS_API.crd} does not serve ${SNAPSHOT_CLASS_API.version} (it serves ${snapshotCrd.served.join(', ') || 'nothing'}), which smart-restore's preflight watches: upgrade the external-snapshotter CRDs (v4+)`,
+    )
+  }
+  if (snapshotCrd.state === 'absent') {
+    const made = await installMinimalCrd(apis, SNAPSHOT_CLASS_API, labels, () =>
+      cleanup.add(PHASE.crds, `CRD ${SNAPSHOT_CLASS_API.crd} (minimal, installed by this run)`, () => call((o) => apis.ext.deleteCustomResourceDefinition({ name: SNAPSHOT_CLASS_API.crd }, o))),
+    )
+    t.comment(
+      made === 'created'
+        ? `CRD ${SNAPSHOT_CLASS_API.crd}: not in the cluster; a minimal one (${SNAPSHOT_CLASS_API.group}/${SNAPSHOT_CLASS_API.version}, cluster-scoped, any fields) installed for this run`
+        : `CRD ${SNAPSHOT_CLASS_API.crd}: appeared while this run was installing it (another run?); used, not deleted`,
+    )
+  } else t.comment(`CRD ${SNAPSHOT_CLASS_API.crd}: already installed (used as it is)`)
+  // The VolumePopulator CRD, when missing, is created by the preflight scenario: first it shows the
+  // refusal without it.
+  const populator = await crdState(apis, POPULATOR_API)
+  if (populator.state === 'version-not-served') {
+    throw new E2EError(
+      `the cluster's CRD ${POPULATOR_API.crd} does not serve ${POPULATOR_API.version} (it serves ${populator.served.join(', ') || 'nothing'}), the version smart-restore's preflight (and VolSync) look for`,
+    )
+  }
+  const populatorCrd = populator.state === 'served' ? 'cluster' : 'absent'
+  t.comment(
+    populatorCrd === 'cluster'
+      ? `CRD ${POPULATOR_API.crd}: already installed (used as it is)`
+      : `CRD ${POPULATOR_API.crd}: not installed; the preflight scenario shows a restore refused without it, then installs a minimal one for this run`,
+  )
+
+  // A StorageClass whose provisioner nobody runs, WaitForFirstConsumer: the PV controller then
+  // never tries to provision (Immediate would have it wait on the external provisioner forever) and
+  // puts a status.phase=Bound written by hand back to Pending, so Binder binds each PVC for real to a
+  // PersistentVolume pre-bound to it, of this class (PV controller: a pre-bound volume matches even
+  // while binding waits for a consumer). Not the cluster default: other PVCs are never affected.
+  const storageClass = `smart-restore-e2e-${runId}`
+  cleanup.add(PHASE.restorePrerequisites, `StorageClass ${storageClass}`, () => call((o) => apis.storage.deleteStorageClass({ name: storageClass }, o)))
+  await call((o) =>
+    apis.storage.createStorageClass(
+      { body: { apiVersion: 'storage.k8s.io/v1', kind: 'StorageClass', metadata: { name: storageClass, labels }, provisioner: E2E_PROVISIONER, volumeBindingMode: 'WaitForFirstConsumer' } },
+      o,
+    ),
+  ).catch((err: unknown) => {
+    throw new E2EError(`cannot create StorageClass ${storageClass} (provisioner ${E2E_PROVISIONER}): ${describeFailure(kubeFailure(err))} (the user of KUBECONFIG must be able to create StorageClasses)`)
+  })
+  // The snapshot controller takes its driver's DEFAULT class when an RD names none: so does the preflight.
+  const snapshotClass = `smart-restore-e2e-${runId}`
+  const snapshotClassRef = { group: SNAPSHOT_CLASS_API.group, version: SNAPSHOT_CLASS_API.version, plural: SNAPSHOT_CLASS_API.plural }
+  cleanup.add(PHASE.restorePrerequisites, `VolumeSnapshotClass ${snapshotClass}`, () => call((o) => apis.custom.deleteClusterCustomObject({ ...snapshotClassRef, name: snapshotClass }, o)))
+  await call((o) =>
+    apis.custom.createClusterCustomObject(
+      {
+        ...snapshotClassRef,
+        body: {
+          apiVersion: `${SNAPSHOT_CLASS_API.group}/${SNAPSHOT_CLASS_API.version}`,
+          kind: SNAPSHOT_CLASS_API.kind,
+          metadata: { name: snapshotClass, labels, annotations: { [DEFAULT_SNAPSHOT_CLASS_ANNOTATION]: 'true' } },
+          // Both required by the external-snapshotter's own CRD, when the cluster has that one.
+          driver: E2E_PROVISIONER,
+          deletionPolicy: 'Delete',
+        },
+      },
+      o,
+    ),
+  ).catch((err: unknown) => {
+    throw new E2EError(`cannot create VolumeSnapshotClass ${snapshotClass} (driver ${E2E_PROVISIONER}, default): ${describeFailure(kubeFailure(err))}`)
+  })
+  t.comment(`StorageClass ${storageClass} (provisioner ${E2E_PROVISIONER}, WaitForFirstConsumer) and default VolumeSnapshotClass ${snapshotClass} (driver ${E2E_PROVISIONER}) created; every PVC of the suite names the class`)
 
   // -- S3 with a restic-shaped repository for the PVCs that "have a backup"
   let s3: S3Target
@@ -479,6 +674,10 @@ async function setup(t: Test, env: E2EEnv, cleanup: Cleanup): Promise<Ctx> {
     [PVC.asOfTooOld]: [{ time: hoursAgo(30) }, { time: hoursAgo(6) }],
     [PVC.previousTooFar]: [{ time: hoursAgo(5) }],
     [PVC.foreignPaths]: [{ time: hoursAgo(5), paths: ['/srv/other-tool'], hostname: 'nas' }],
+    [PVC.populatorCheck]: [{ time: hoursAgo(5) }],
+    [PVC.restoreEmpty]: [{ time: hoursAgo(5) }],
+    // Recent, so `status` finds it ok on the hourly tier (at most 2 h old).
+    [PVC.restoreDone]: [{ time: hoursAgo(0.3) }],
   }
   const snapshotIds: Record<string, string[]> = {}
   for (const [pvc, snapshots] of Object.entries(repositories)) {
@@ -488,8 +687,7 @@ async function setup(t: Test, env: E2EEnv, cleanup: Cleanup): Promise<Ctx> {
   }
   t.comment(`S3: ${s3.local ? 'local s3rver' : 'external'} ${s3.endpoint || '(AWS)'} bucket ${s3.bucket}; seeded restic repositories ${ns}/{${Object.keys(repositories).join(',')}}`)
 
-  // -- namespaces (not waited for on deletion: without a controller-manager they never finish)
-  const labels = { 'app.kubernetes.io/part-of': 'smart-restore-e2e', 'smart-restore.io/e2e-run': runId }
+  // -- namespaces (not waited for on deletion)
   for (const name of [ns, sysNs]) {
     // Registered before the create: a create that timed out on our side may still have happened
     // (the names are unique to this run, so deleting them can only hit our own objects).
@@ -553,11 +751,18 @@ async function setup(t: Test, env: E2EEnv, cleanup: Cleanup): Promise<Ctx> {
     },
     restore: { ...defaultConfig.restore, sourceSecret: { namespace: sysNs, name: SOURCE_SECRET } },
     kube: { ...defaultConfig.kube, mode: 'cluster' },
+    // The orphan scenario waits for the sweep: grace + interval, not 10 + 1 min.
+    reconciler: { ...defaultConfig.reconciler, orphanGraceMs: ORPHAN_GRACE_MS },
+    // Only the leader reconciles. A Lease of this run, in its own namespace: the default
+    // smart-restore/smart-restore may be a deployed copy's (this service would then never lead) or
+    // sit in a namespace the cluster does not have.
+    leaderElection: { ...defaultConfig.leaderElection, namespace: sysNs, leaseName: `smart-restore-e2e-${runId}` },
     logLevel: env.logLevel,
   })
   // Logs go to stderr: stdout is the TAP stream.
   const logger = createLogger(config.logLevel, pino.destination({ dest: 2, sync: true }))
-  const service = await startService(config, { logger }).catch((err: unknown) => {
+  // rediscoverMs: the VolumePopulator CRD the preflight scenario installs is noticed within a second.
+  const service = await startService(config, { logger, watch: { rediscoverMs: REDISCOVER_MS } }).catch((err: unknown) => {
     throw new E2EError(`cannot start the smart-restore service on port ${env.webhookPort || '(any)'}: ${(err as Error).message}`)
   })
   cleanup.add(PHASE.service, 'smart-restore service (webhooks and backup-source reconciler stopped)', () =>
@@ -578,6 +783,31 @@ async function setup(t: Test, env: E2EEnv, cleanup: Cleanup): Promise<Ctx> {
     )
   }
   t.comment(`service ready (/readyz 200, watched caches synced) after ${ready.attempts} attempt(s), ${seconds(ready.ms)} s`)
+
+  // -- the restore preflight's view (its own watches; not part of readiness): everything a restore
+  // needs, but the VolumePopulator CRD when the preflight scenario is to install it
+  const otherGap = /the ReplicationDestination API|the VolumeSnapshot API|VolumeSnapshotClass .*restore\.volumeSnapshotClassName|StorageClass .*restore\.storageClassName/
+  const expected = (check: string) =>
+    populatorCrd === 'cluster' ? check === 'present' : check.startsWith('missing:') && check.includes(POPULATOR_API.crd) && !otherGap.test(check)
+  const prerequisites = await waitForRestorePrerequisites(service.url, service.caCert, expected)
+  if (!prerequisites.met) {
+    throw new E2EError(
+      `the service's restore prerequisites are not as set up after ${seconds(prerequisites.ms)} s: /readyz checks.restorePrerequisites is ${JSON.stringify(prerequisites.value.check)}, ` +
+        `expected ${populatorCrd === 'cluster' ? '"present"' : `"missing: the CRD ${POPULATOR_API.crd} ..." and nothing else`}. ` +
+        `Its preflight lists and watches storageclasses, volumesnapshotclasses.${SNAPSHOT_CLASS_API.group} and volumepopulators.${POPULATOR_API.group} (can the user of KUBECONFIG?), and finds APIs by discovery every ${REDISCOVER_MS} ms`,
+    )
+  }
+  t.comment(`restore prerequisites as the service sees them after ${seconds(prerequisites.ms)} s: ${prerequisites.value.check}`)
+  // Who runs the reconciler (leader election): said here, not required — the scenarios that need the
+  // reconciler say what it did not do.
+  const leader = await pollUntil(
+    () => readReadyz(service.url, service.caCert!).catch((): Readyz => ({ code: 0 })),
+    (r) => r.checks?.leader === undefined || r.checks.leader.startsWith('this replica'),
+    15_000,
+  )
+  if (leader.value.checks?.leader !== undefined) {
+    t.comment(`${leader.met ? '' : 'WARNING: '}leader (runs the reconciler and orphan sweep): ${leader.value.checks.leader}${leader.met ? '' : ` after ${seconds(leader.ms)} s: the reconciler scenarios will fail`}`)
+  }
 
   // -- the webhook configurations from webhook-config/, narrowed to the run's namespace
   const name = `smart-restore-e2e-${runId}`
@@ -606,7 +836,7 @@ async function setup(t: Test, env: E2EEnv, cleanup: Cleanup): Promise<Ctx> {
   )
 
   // -- wait until the apiserver really calls it
-  const probe = await waitForWebhook(apis, ns, PREFIX)
+  const probe = await waitForWebhook(apis, ns, PREFIX, storageClass)
   if (probe.state === 'failing') {
     throw new E2EError(`the apiserver cannot call the webhook (${probe.attempts} attempts in ${Math.round(probe.ms / 1000)} s); it said:\n${probe.message}\n\n${webhookReachabilityHint(env.webhookHost, webhookUrl)}`)
   }
@@ -625,7 +855,7 @@ async function setup(t: Test, env: E2EEnv, cleanup: Cleanup): Promise<Ctx> {
     apiVersion: 'v1',
     kind: 'PersistentVolumeClaim',
     metadata: { name: PVC.deleteProbe, labels: { 'app.kubernetes.io/part-of': 'smart-restore-e2e' }, annotations: { [ALLOW_DELETE]: '' } },
-    spec: { accessModes: ['ReadWriteOnce'], resources: { requests: { storage: '1Gi' } } },
+    spec: { accessModes: ['ReadWriteOnce'], resources: { requests: { storage: '1Gi' } }, storageClassName: storageClass },
   }
   await call((o) => apis.core.createNamespacedPersistentVolumeClaim({ namespace: ns, body: probePvc }, o)).catch((err: unknown) => {
     throw new E2EError(`cannot create the deletion guard's probe PVC ${ns}/${PVC.deleteProbe} (unlabelled): ${describeFailure(kubeFailure(err))}`)
@@ -656,7 +886,7 @@ async function setup(t: Test, env: E2EEnv, cleanup: Cleanup): Promise<Ctx> {
     t.fail(`deleting the probe PVC ${PVC.deleteProbe} with ${ALLOW_DELETE}="e2e: probe done" failed: ${describeFailure(kubeFailure(err))}`)
   }
 
-  return { env, cleanup, apis, runId, ns, sysNs, s3, resticPassword, snapshotIds, service, webhookUrl, validateUrl }
+  return { env, cleanup, apis, runId, ns, sysNs, s3, resticPassword, snapshotIds, service, webhookUrl, validateUrl, storageClass, snapshotClass, populatorCrd, labels, observed: {} }
 }
 
 // ---------------------------------------------------------------------------------------------
@@ -665,6 +895,96 @@ async function setup(t: Test, env: E2EEnv, cleanup: Cleanup): Promise<Ctx> {
 async function scenarios(t: Test, ctx: Ctx, summary: string[]): Promise<void> {
   const { ns, s3 } = ctx
   const done = (t: Test, line: string) => summary.push(`${t.passing() ? 'ok  ' : 'FAIL'} ${line}`)
+  const caCert = ctx.service.caCert!
+
+  /**
+   * The repository Secret of a restore is owned by its ReplicationDestination (the webhook creates
+   * the RD first, then the Secret with the RD's uid: the garbage collector takes the Secret with it).
+   */
+  const checkSecretOwnedByRd = (t: Test, name: string, rd: ReplicationDestination | undefined, secret: k8s.V1Secret | undefined) => {
+    const rdName = `${name}-restore`
+    const secretName = repositorySecretOf(name)
+    t.strictSame(
+      ownersOf(secret?.metadata?.ownerReferences),
+      [rdOwnerRef(rdName, rd?.metadata?.uid)],
+      `Secret ${secretName} is owned by ReplicationDestination ${rdName} by its uid ${rd?.metadata?.uid ?? '(no RD)'} (controller false, blockOwnerDeletion false): the RD was created first`,
+    )
+  }
+
+  // First: while the cluster lacks the VolumePopulator CRD (when this run is the one to install it),
+  // every restore is refused; the scenarios after it need it.
+  await t.test('restore preflight: refused while VolSync\'s volume populator cannot run (no VolumePopulator CRD), admitted with it', async (t) => {
+    const name = PVC.populatorCheck
+    const pvcName = `PVC ${ns}/${name}`
+    const rdName = `${name}-restore`
+    const secretName = repositorySecretOf(name)
+    let refusedLine = ''
+    if (ctx.populatorCrd === 'cluster') {
+      t.comment(
+        `the cluster already has the CRD ${POPULATOR_API.crd} (installed with VolSync's prerequisites or another populator): it is not the suite's to delete, ` +
+          `so the refusal without it is not shown here (test/decide and test/flow cover it); only the admitted side is`,
+      )
+    } else {
+      // -- without the CRD: refused (422, naming it), nothing written, readiness unaffected
+      const before = await readReadyz(ctx.service.url, caCert).catch((err: unknown): Readyz => ({ code: 0, reason: (err as Error).message }))
+      const check = before.checks?.restorePrerequisites ?? '(none)'
+      t.equal(before.code, 200, `/readyz stays 200 without the CRD (restore prerequisites are reported, not a reason to be unready)${before.reason ? `: ${before.reason}` : ''}`)
+      t.ok(check.startsWith('missing') && check.includes(POPULATOR_API.crd), `/readyz checks.restorePrerequisites names the missing CRD: ${JSON.stringify(check)}`)
+      const refused = await createPvc(ctx, name, 'hourly')
+      if (refused.ok) {
+        t.fail(`${pvcName} (snapshot in S3) was created although the CRD ${POPULATOR_API.crd} does not exist (warnings: ${refused.warnings}): VolSync would never start its volume populator and the PVC would stay Pending forever`)
+      } else {
+        const f = refused.failure
+        t.equal(f.code, 422, `refused with HTTP 422, not retryable (${describeFailure(f)})${f.code === 503 ? '; a 503 means the preflight\'s watches had not listed yet' : ''}`)
+        t.match(f.message, `admission webhook "${WEBHOOK_NAME}" denied the request`, 'denied by the mutating webhook')
+        t.match(f.message, 'its restore cannot be populated: missing', 'the message says the restore cannot be populated and what is missing')
+        t.match(f.message, POPULATOR_API.crd, `the message names the CRD ${POPULATOR_API.crd}`)
+      }
+      t.equal(await readPvc(ctx, name), undefined, `no ${pvcName}`)
+      t.equal(await readRd(ctx, rdName), undefined, `no ReplicationDestination ${rdName} (the preflight refuses before anything is written)`)
+      t.equal(await readSecret(ctx, secretName), undefined, `no Secret ${secretName}`)
+
+      // -- install it; the service notices by discovery (every REDISCOVER_MS) and lists it
+      try {
+        const made = await installMinimalCrd(ctx.apis, POPULATOR_API, ctx.labels, () =>
+          ctx.cleanup.add(PHASE.crds, `CRD ${POPULATOR_API.crd} (minimal, installed by this run)`, () => call((o) => ctx.apis.ext.deleteCustomResourceDefinition({ name: POPULATOR_API.crd }, o))),
+        )
+        t.comment(
+          made === 'created'
+            ? `CRD ${POPULATOR_API.crd} installed (minimal: ${POPULATOR_API.group}/${POPULATOR_API.version}, cluster-scoped, any fields) and Established`
+            : `CRD ${POPULATOR_API.crd} appeared meanwhile (another run?): used, not deleted`,
+        )
+      } catch (err) {
+        t.fail(`${(err as Error).message}; every restore of the suite will be refused without it`)
+        return done(t, `preflight: CRD ${POPULATOR_API.crd} could not be installed`)
+      }
+      const present = await waitForRestorePrerequisites(ctx.service.url, caCert, (c) => c === 'present')
+      if (!present.met) {
+        t.fail(
+          `/readyz checks.restorePrerequisites is still ${JSON.stringify(present.value.check)} ${seconds(present.ms)} s after the CRD ${POPULATOR_API.crd} was Established ` +
+            `(the service rediscovers APIs every ${REDISCOVER_MS} ms, then lists and watches volumepopulators: can the user of KUBECONFIG?)`,
+        )
+        return done(t, 'preflight: the service never saw the VolumePopulator CRD')
+      }
+      t.comment(`/readyz checks.restorePrerequisites "present" ${seconds(present.ms)} s after the CRD was Established (${present.attempts} reads)`)
+      refusedLine = `without CRD ${POPULATOR_API.crd} → 422 naming it, nothing created, /readyz 200 "missing: …"; CRD installed → "present" after ${seconds(present.ms)} s → `
+    }
+
+    // -- with the CRD: admitted as a restore
+    const made = await createPvc(ctx, name, 'hourly')
+    if (!made.ok) {
+      t.fail(`creating ${pvcName} (label backup=hourly, snapshot in S3) with the CRD ${POPULATOR_API.crd} in place failed: ${describeFailure(made.failure)}`)
+      return done(t, `preflight: ${refusedLine}${name} still refused`)
+    }
+    const newest = ctx.snapshotIds[name]![0]!.slice(0, 8)
+    t.match(made.warnings, `smart-restore: restoring snapshot ${newest} of /data`, `admitted as a restore: the warning names snapshot ${newest}`)
+    const pvc = await readPvc(ctx, name)
+    t.equal(pvc?.spec?.dataSourceRef?.name, rdName, `${pvcName} spec.dataSourceRef names ReplicationDestination ${rdName}`)
+    const rd = await readRd(ctx, rdName)
+    t.ok(rd, `ReplicationDestination ${ns}/${rdName} exists`)
+    checkSecretOwnedByRd(t, name, rd, await readSecret(ctx, secretName))
+    done(t, `preflight: ${refusedLine}PVC ${name} admitted (RD ${rdName}, Secret ${secretName} owned by it)`)
+  })
 
   await t.test('restore: a PVC with a backup gets a ReplicationDestination as its data source', async (t) => {
     const name = PVC.withBackup
@@ -679,7 +999,7 @@ async function scenarios(t: Test, ctx: Ctx, summary: string[]): Promise<void> {
       new RegExp(`smart-restore: restoring snapshot ${newest} of /data taken \\d{4}-\\d\\d-\\d\\dT\\d\\d:\\d\\d:\\d\\dZ \\(5h ago\\)`),
       `the apiserver passed on the webhook's warning naming the snapshot VolSync will restore (${newest}, 5h old)`,
     )
-    t.match(made.warnings, /smart-restore: from s3:\/\//, 'and the one saying where from')
+    t.match(made.warnings, `smart-restore: from s3://${s3.bucket}/${ns}/${name}`, 'and the second one, saying where from')
 
     const pvc = await readPvc(ctx, name)
     t.ok(pvc, `PVC ${ns}/${name} exists`)
@@ -699,6 +1019,7 @@ async function scenarios(t: Test, ctx: Ctx, summary: string[]): Promise<void> {
     t.equal(rd?.spec?.restic?.repository, `${name}-restic`, 'RD spec.restic.repository names the per-PVC Secret')
     t.equal(rd?.spec?.restic?.capacity, '1Gi', 'RD spec.restic.capacity is the PVC\'s request')
     t.strictSame(rd?.spec?.restic?.accessModes, ['ReadWriteOnce'], 'RD spec.restic.accessModes are the PVC\'s')
+    t.equal(rd?.spec?.restic?.storageClassName, ctx.storageClass, `RD spec.restic.storageClassName is the PVC's class ${ctx.storageClass}`)
     t.ok(rd?.spec?.trigger?.manual, 'RD has a manual trigger (restores once)')
     t.equal(rd?.metadata?.labels?.['app.kubernetes.io/managed-by'], 'smart-restore', 'RD is labelled managed-by smart-restore')
 
@@ -707,7 +1028,8 @@ async function scenarios(t: Test, ctx: Ctx, summary: string[]): Promise<void> {
     t.equal(decoded(secret, 'RESTIC_REPOSITORY'), expectedResticRepository(s3, `${ns}/${name}`), 'Secret RESTIC_REPOSITORY is the PVC\'s repository')
     t.ok(decoded(secret, 'RESTIC_PASSWORD') === ctx.resticPassword, 'Secret RESTIC_PASSWORD is copied from the source Secret')
     t.ok(decoded(secret, 'AWS_ACCESS_KEY_ID') === s3.accessKeyId && decoded(secret, 'AWS_SECRET_ACCESS_KEY') === s3.secretAccessKey, 'Secret AWS credentials are copied from the source Secret')
-    done(t, `restore: PVC ${name} → dataSourceRef ReplicationDestination ${name}-restore (Snapshot, 1Gi), Secret ${name}-restic (RESTIC_REPOSITORY, password)`)
+    checkSecretOwnedByRd(t, name, rd, secret)
+    done(t, `restore: PVC ${name} → dataSourceRef ReplicationDestination ${name}-restore (Snapshot, 1Gi), Secret ${name}-restic (RESTIC_REPOSITORY, password) owned by the RD`)
   })
 
   await t.test('point in time: restore-as-of picks the snapshot VolSync will restore, or the PVC is refused', async (t) => {
@@ -717,7 +1039,12 @@ async function scenarios(t: Test, ctx: Ctx, summary: string[]): Promise<void> {
     const made = await createPvc(ctx, PVC.asOf, 'hourly', false, { [`${PREFIX}restore-as-of`]: asOf })
     if (!made.ok) t.fail(`creating PVC ${ns}/${PVC.asOf} with restore-as-of between its two snapshots failed: ${describeFailure(made.failure)}`)
     else {
-      t.match(made.warnings, new RegExp(`restoring snapshot ${older} of /data taken \\S+Z \\(30h ago\\)`), `restore-as-of 12h ago: the warning names the 30h-old snapshot ${older}`)
+      t.match(made.warnings, new RegExp(`smart-restore: restoring snapshot ${older} of /data taken \\S+Z \\(30h ago\\)`), `restore-as-of 12h ago: the warning names the 30h-old snapshot ${older}`)
+      t.match(
+        made.warnings,
+        new RegExp(`smart-restore: from s3://${escapeRegExp(`${s3.bucket}/${ns}/${PVC.asOf}`)} \\(as of ${escapeRegExp(asOf)}\\)`),
+        'and the second warning says where from, as of when',
+      )
       const rd = await readRd(ctx, `${PVC.asOf}-restore`)
       t.equal(rd?.spec?.restic?.restoreAsOf, asOf, 'the RD carries restoreAsOf for the mover')
     }
@@ -925,6 +1252,254 @@ async function scenarios(t: Test, ctx: Ctx, summary: string[]): Promise<void> {
     done(t, `backup source: PVC ${name} fresh → Bound (${binder.method}) → ${rsName} hourly + Secret ${secretName}; backup=daily → daily; label removed → deleted; Events ${reasons.join(', ')}`)
   })
 
+  /**
+   * A PVC admitted as a restore, whose RD then carries `status` as VolSync writes it once its mover
+   * finished (nothing runs VolSync here), and which is then Bound (Binder). What the reconciler
+   * decides next depends on that status only. Resolves to the PVC's uid, or to why not (after t.fail).
+   */
+  type VolSyncRestoreStatus = ReturnType<typeof restoredStatus>
+  const restoredAndBound = async (t: Test, name: string, status: VolSyncRestoreStatus, what: string): Promise<{ uid: string; binder: Binder } | { failed: string }> => {
+    const pvcName = `PVC ${ns}/${name}`
+    const rdName = `${name}-restore`
+    const made = await createPvc(ctx, name, 'hourly')
+    if (!made.ok) {
+      t.fail(`creating ${pvcName} (label backup=hourly, snapshot in S3) failed: ${describeFailure(made.failure)}`)
+      return { failed: `${name} not created` }
+    }
+    const created = await readPvc(ctx, name)
+    const uid = created?.metadata?.uid
+    if (!uid || created.spec?.dataSourceRef?.name !== rdName) {
+      t.fail(`${pvcName} was not admitted as a restore from ReplicationDestination ${rdName}: ${describePvc(created)}, dataSourceRef ${JSON.stringify(created?.spec?.dataSourceRef ?? null)}`)
+      return { failed: `${name} not restoring` }
+    }
+    const written = await patchRdStatus(ctx, rdName, status)
+    if (!written.ok) {
+      t.fail(`writing the status of ReplicationDestination ${ns}/${rdName} through the status subresource (merge patch) failed: ${describeFailure(written.failure)}`)
+      return { failed: `${rdName} status not written` }
+    }
+    // The VolSync CRD's structural schema drops what it does not know, silently: what the reconciler
+    // will read is what came back.
+    const got = written.rd.status
+    t.strictSame(
+      { lastManualSync: got?.lastManualSync, latestImage: got?.latestImage, latestMoverStatus: got?.latestMoverStatus },
+      { lastManualSync: status.lastManualSync, latestImage: status.latestImage, latestMoverStatus: status.latestMoverStatus },
+      `ReplicationDestination ${rdName} status written as VolSync would after its mover ran (${what}): lastManualSync, latestImage and latestMoverStatus kept by the CRD's schema`,
+    )
+    const binder = new Binder(ctx, name)
+    const unbound = await binder.settle(t)
+    if (unbound) {
+      t.fail(`the scenario needs ${pvcName} Bound: ${unbound}`)
+      return { failed: `${name} never Bound` }
+    }
+    return { uid, binder }
+  }
+
+  // The mover's "nothing to restore" is a success: the PVC binds to an EMPTY volume. Backing that up
+  // would make an empty snapshot the newest and roll the real ones out of retention.
+  await t.test('restore outcome: a restore that restored nothing gets no backup source, and the PVC says so', async (t) => {
+    const name = PVC.restoreEmpty
+    const rsName = backupSourceOf(name)
+    const pvcName = `PVC ${ns}/${name}`
+    const ready = await restoredAndBound(t, name, emptyRestoreStatus(), 'Successful, "No eligible snapshots found"')
+    if ('failed' in ready) return done(t, `restore outcome empty: ${ready.failed}`)
+
+    const noticed = await pollUntil(() => readPvc(ctx, name), (pvc) => (pvc?.metadata?.annotations?.[ATTENTION] ?? '').includes('restored NOTHING'), RECONCILE_MS)
+    if (!noticed.met) {
+      const [rs, rd, events] = await Promise.all([readRs(ctx, rsName), readRd(ctx, `${name}-restore`), pvcEvents(ctx, name, ready.uid)])
+      t.fail(
+        `${pvcName} has no annotation ${ATTENTION} saying "restored NOTHING" ${seconds(noticed.ms)} s after it was Bound (${ready.binder.method}). ` +
+          `The PVC: ${describePvc(noticed.value)}. Its RD: ${describeRd(rd)}. ${rsName}: ${describeSource(rs)}. Its Events: ${describeEvents(events)}`,
+      )
+      return done(t, `restore outcome empty: ${name} never flagged`)
+    }
+    t.pass(`${pvcName} annotated ${ATTENTION} ("restored NOTHING") ${seconds(noticed.ms)} s after it was Bound (${ready.binder.method})`)
+    t.comment(`${ATTENTION}: ${noticed.value?.metadata?.annotations?.[ATTENTION]}`)
+    // The reconciler has decided (the annotation is its): a source would have come with that decision.
+    const late = await pollUntil(() => readRs(ctx, rsName), (rs) => rs !== undefined, 8_000)
+    t.equal(late.value, undefined, `no ReplicationSource ${rsName} ${seconds(noticed.ms + late.ms)} s after ${name} was Bound${late.value ? `: ${describeSource(late.value)}` : ''}`)
+
+    const told = await pollUntil(() => pvcEvents(ctx, name, ready.uid), (events) => events.some((e) => e.reason === 'RestoreEmpty'), 10_000)
+    const event = told.value.find((e) => e.reason === 'RestoreEmpty')
+    t.ok(event, event ? `Event RestoreEmpty on ${pvcName}: ${event.message}` : `Event RestoreEmpty on ${pvcName} (listed for ${seconds(told.ms)} s; Events seen: ${describeEvents(told.value)})`)
+    if (event) {
+      t.equal(event.type, 'Warning', 'RestoreEmpty is a Warning')
+      t.match(event.message, 'restored NOTHING', 'the Event says the restore restored nothing')
+    }
+    done(t, `restore outcome empty: RD ${name}-restore "No eligible snapshots found", PVC Bound → no ${rsName}, ${ATTENTION} "restored NOTHING", Warning RestoreEmpty`)
+  })
+
+  // Its repository holds a snapshot: asked, the store would refuse the source (backups exist). Only
+  // the RD's status (this PVC's restore restored snapshot <id>) lets the reconciler attach it.
+  await t.test('restore outcome: a restore that restored its snapshot gets its backup source once Bound', async (t) => {
+    const name = PVC.restoreDone
+    const rsName = backupSourceOf(name)
+    const secretName = repositorySecretOf(name)
+    const pvcName = `PVC ${ns}/${name}`
+    const sourceName = `ReplicationSource ${ns}/${rsName}`
+    const snapshot8 = ctx.snapshotIds[name]![0]!.slice(0, 8)
+    const ready = await restoredAndBound(t, name, restoredStatus(snapshot8), `Successful, "restoring <Snapshot ${snapshot8} of [/data] …>"`)
+    if ('failed' in ready) return done(t, `restore outcome restored: ${ready.failed}`)
+
+    const attached = await pollUntil(() => readRs(ctx, rsName), (rs) => rs !== undefined, RECONCILE_MS)
+    if (!attached.met) {
+      const [pvc, rd, events] = await Promise.all([readPvc(ctx, name), readRd(ctx, `${name}-restore`), pvcEvents(ctx, name, ready.uid)])
+      t.fail(
+        `${sourceName} did not appear within ${seconds(attached.ms)} s of ${pvcName} being Bound (${ready.binder.method}) with its restore done. ` +
+          `The PVC: ${describePvc(pvc)}. Its RD: ${describeRd(rd)}. Its Events: ${describeEvents(events)}`,
+      )
+      return done(t, `restore outcome restored: no ${rsName}`)
+    }
+    const rs = attached.value
+    t.comment(`${sourceName} appeared ${seconds(attached.ms)} s after ${pvcName} was Bound (${ready.binder.method}): ${describeSource(rs)}`)
+    t.equal(rs?.spec?.sourcePVC, name, `${rsName} spec.sourcePVC is ${name}`)
+    t.equal(rs?.spec?.restic?.repository, secretName, `${rsName} backs up to the repository Secret ${secretName} it was restored from`)
+    const owners = rs?.metadata?.ownerReferences ?? []
+    t.ok(
+      owners.some((r) => r.kind === 'PersistentVolumeClaim' && r.name === name && r.uid === ready.uid),
+      `${rsName} is owned by ${pvcName} (uid ${ready.uid}; got ${JSON.stringify(owners.map((r) => `${r.kind}/${r.name}/${r.uid}`))})`,
+    )
+    const pvc = await readPvc(ctx, name)
+    t.equal(pvc?.metadata?.annotations?.[ATTENTION], undefined, `no ${ATTENTION} annotation on ${pvcName}`)
+    const told = await pollUntil(() => pvcEvents(ctx, name, ready.uid), (events) => events.some((e) => e.reason === 'BackupAttached'), 10_000)
+    const attachedEvent = told.value.find((e) => e.reason === 'BackupAttached')
+    t.ok(attachedEvent, attachedEvent ? `Event BackupAttached on ${pvcName}: ${attachedEvent.message}` : `Event BackupAttached on ${pvcName} (Events seen: ${describeEvents(told.value)})`)
+    const warnings = told.value.filter((e) => ['RestoreEmpty', 'RestoreFailed', 'RestoreUnverified', 'RefusedToAttach'].includes(e.reason ?? ''))
+    t.strictSame(warnings.map((e) => e.reason), [], `no RestoreEmpty/RestoreFailed/RestoreUnverified/RefusedToAttach Event on ${pvcName}`)
+    done(t, `restore outcome restored: RD ${name}-restore "restoring <Snapshot ${snapshot8} …>", PVC Bound → ${rsName} attached (no store check), Event BackupAttached`)
+  })
+
+  await t.test('status: would the suite\'s PVCs come back, and how old would their data be', async (t) => {
+    // The same store the service reads (its password: the source Secret's, given directly here).
+    const store = createBackupStore(
+      {
+        ...defaultConfig.store,
+        type: 's3',
+        s3: { endpoint: s3.endpoint, region: s3.region, bucket: s3.bucket, forcePathStyle: s3.forcePathStyle, accessKeyId: s3.accessKeyId, secretAccessKey: s3.secretAccessKey },
+      },
+      { password: async () => ctx.resticPassword },
+    )
+    try {
+      const config = validateConfig({ ...defaultConfig, kube: { ...defaultConfig.kube, mode: 'cluster' } })
+      const report = await statusReport({ kubeConfig: ctx.apis.kc, store, config, namespace: ns, concurrency: 4 })
+      t.comment(`smart-restore status --namespace ${ns}:\n${renderStatus(report)}`)
+      const row = (name: string) => report.rows.find((r) => r.name === name)
+      const restored = row(PVC.restoreDone)
+      t.equal(restored?.verdict, 'ok', `${PVC.restoreDone}: restored, backed up by its source, its restore point ${restored?.restorePoint?.time ?? '(none)'} is within 2× the hourly interval: ok`)
+      t.equal(restored?.restorePoint?.id, ctx.snapshotIds[PVC.restoreDone]![0], 'its restore point is the snapshot the suite seeded')
+      t.equal(restored?.source, 'attached')
+      const fresh = row(PVC.noBackup)
+      t.equal(fresh?.verdict, 'new', `${PVC.noBackup}: nothing in S3 and created minutes ago: its first backup is still to come (new)`)
+      // The same cluster seen 90 minutes from now with nothing changed: the fresh PVC has missed
+      // its first hourly backup (none), the restored one is still within 2 h (ok).
+      const later = await statusReport({ kubeConfig: ctx.apis.kc, store, config, namespace: ns, concurrency: 4, now: () => new Date(Date.now() + 90 * 60_000) })
+      t.comment(`the same, as seen 90 min from now:\n${renderStatus(later)}`)
+      t.equal(later.rows.find((r) => r.name === PVC.noBackup)?.verdict, 'none', `${PVC.noBackup} 90 min from now, still without a restore point: none`)
+      t.equal(later.rows.find((r) => r.name === PVC.restoreDone)?.verdict, 'ok', `${PVC.restoreDone} 90 min from now: still ok`)
+      t.match(later.summary.text, /^\d+ of \d+ PVCs would come back; /, `summary: ${later.summary.text}`)
+      done(t, `status: ${PVC.restoreDone} ok (restore point ${restored?.restorePoint?.id?.slice(0, 8)}), ${PVC.noBackup} new now / none 90 min later; ${report.summary.text}`)
+    } finally {
+      store.close()
+    }
+  })
+
+  await t.test('orphan sweep: a restore whose PVC never came is removed, and its Secret with it', async (t) => {
+    const name = PVC.neverCame
+    const rdName = `${name}-restore`
+    const secretName = repositorySecretOf(name)
+    const rdWhat = `ReplicationDestination ${ns}/${rdName}`
+    const secretWhat = `Secret ${ns}/${secretName}`
+    const managed = { 'app.kubernetes.io/managed-by': 'smart-restore', [`${PREFIX}pvc`]: name, 'app.kubernetes.io/part-of': 'smart-restore-e2e' }
+    // What an admission leaves when its CREATE fails after the webhook answered (another webhook, a
+    // quota, a timeout): the RD first, then its repository Secret owned by it, and no PVC ever.
+    const body = {
+      apiVersion: `${VOLSYNC.group}/${VOLSYNC.version}`,
+      kind: 'ReplicationDestination',
+      metadata: { name: rdName, labels: managed, annotations: { [`${PREFIX}pvc`]: name, [`${PREFIX}restore-source`]: `s3://${s3.bucket}/${ns}/${name}` } },
+      spec: {
+        trigger: { manual: 'smart-restore' },
+        restic: { repository: secretName, copyMethod: 'Snapshot', capacity: '1Gi', accessModes: ['ReadWriteOnce'], storageClassName: ctx.storageClass },
+      },
+    }
+    let rd: ReplicationDestination
+    try {
+      rd = (await call((o) => ctx.apis.custom.createNamespacedCustomObject({ ...rdRef(ctx), body }, o))) as ReplicationDestination
+    } catch (err) {
+      t.fail(`creating ${rdWhat} (as an admission whose PVC never came would leave it) failed: ${describeFailure(kubeFailure(err))}`)
+      return done(t, 'orphan sweep: no RD')
+    }
+    const madeAt = Date.now()
+    const uid = rd.metadata?.uid
+    if (!uid) {
+      t.fail(`${rdWhat} was created but came back without a uid: ${JSON.stringify(rd.metadata ?? null)}`)
+      return done(t, 'orphan sweep: RD without uid')
+    }
+    try {
+      await call((o) =>
+        ctx.apis.core.createNamespacedSecret(
+          {
+            namespace: ns,
+            body: {
+              metadata: { name: secretName, labels: managed, annotations: { [`${PREFIX}pvc`]: name }, ownerReferences: [{ ...rdOwnerRef(rdName, uid), uid }] },
+              type: 'Opaque',
+              stringData: { RESTIC_REPOSITORY: expectedResticRepository(s3, `${ns}/${name}`), RESTIC_PASSWORD: ctx.resticPassword },
+            },
+          },
+          o,
+        ),
+      )
+    } catch (err) {
+      t.fail(`creating ${secretWhat} owned by ${rdWhat} (uid ${uid}) failed: ${describeFailure(kubeFailure(err))}`)
+      return done(t, 'orphan sweep: no Secret')
+    }
+    t.comment(`${rdWhat} (labels managed-by=smart-restore, ${PREFIX}pvc=${name}; trigger manual smart-restore; no owner) and ${secretWhat} owned by it created; PVC ${name} never is`)
+
+    // Not while younger than the grace period: a retried admission may still be about to use it.
+    const early = await readRd(ctx, rdName)
+    const earlyMs = Date.now() - madeAt
+    if (earlyMs < ORPHAN_GRACE_MS / 2) {
+      t.ok(early && !early.metadata?.deletionTimestamp, `${rdWhat} still there ${seconds(earlyMs)} s after its create, younger than reconciler.orphanGraceMs (${ORPHAN_GRACE_MS} ms): ${describeRd(early)}`)
+    } else t.comment(`(${rdWhat} was first read back ${seconds(earlyMs)} s after its create: too late to check it is kept during the grace period)`)
+
+    const budget = ORPHAN_GRACE_MS + ORPHAN_SWEEP_EVERY_MS + 20_000
+    const swept = await pollUntil(() => readRd(ctx, rdName), (x) => x === undefined || x.metadata?.uid !== uid || Boolean(x.metadata?.deletionTimestamp), budget)
+    if (!swept.met) {
+      const leader = (await readReadyz(ctx.service.url, caCert).catch((): Readyz => ({ code: 0 }))).checks?.leader
+      t.fail(
+        `${rdWhat} still exists ${seconds(Date.now() - madeAt)} s after its create, with no PVC ${name}: the orphan sweep removes such an RD once older than reconciler.orphanGraceMs (${ORPHAN_GRACE_MS} ms) and runs every ${ORPHAN_SWEEP_EVERY_MS} ms` +
+          `${leader === undefined ? '' : `, on the leader only (/readyz checks.leader: ${leader})`}. ` +
+          `The RD: ${describeRd(swept.value)}. (The sweep compares its creationTimestamp with this machine's clock: is the apiserver's clock far ahead?)`,
+      )
+      return done(t, `orphan sweep: ${rdName} not swept`)
+    }
+    t.pass(`${rdWhat} removed by the orphan sweep ${seconds(Date.now() - madeAt)} s after its create (grace ${seconds(ORPHAN_GRACE_MS)} s, sweep every ${seconds(ORPHAN_SWEEP_EVERY_MS)} s)`)
+
+    // Its Secret goes by the real garbage collector (ownerReference to the RD's uid), asynchronously.
+    let collectedLine = `Secret ${secretName} → garbage-collected`
+    const collected =
+      ctx.observed.controllerManager === false
+        ? undefined
+        : await pollUntil(() => readSecret(ctx, secretName), (x) => x === undefined || Boolean(x.metadata?.deletionTimestamp), GC_MS, 1_000)
+    if (!collected) {
+      collectedLine = `Secret ${secretName} left (no garbage collector)`
+      t.comment(`no controller-manager here (a Bound phase written by hand was never reset): nothing garbage-collects ${secretWhat}; cleanup deletes it`)
+    } else if (!collected.met) {
+      t.fail(
+        `${secretWhat} still exists ${seconds(collected.ms)} s after its owner ${rdWhat} (uid ${uid}) was deleted: the garbage collector of kube-controller-manager deletes the dependents of a deleted owner. ` +
+          `Does it run (--controllers includes garbagecollector), and has it discovered ${VOLSYNC.rdPlural}.${VOLSYNC.group} (it rediscovers resources every 30 s)?`,
+      )
+    } else t.pass(`${secretWhat} removed by the garbage collector ${seconds(collected.ms)} s after its owner went`)
+
+    // The sweep has run past the grace period meanwhile: the restores whose PVC exists were left alone.
+    const kept: string[] = []
+    for (const pvc of [PVC.populatorCheck, PVC.withBackup, PVC.asOf, PVC.restoreEmpty, PVC.restoreDone]) {
+      if (!(await readPvc(ctx, pvc))) continue
+      const their = await readRd(ctx, `${pvc}-restore`)
+      t.ok(their && !their.metadata?.deletionTimestamp, `ReplicationDestination ${pvc}-restore of the existing PVC ${pvc} is not swept: ${describeRd(their)}`)
+      kept.push(`${pvc}-restore`)
+    }
+    done(t, `orphan sweep: RD ${rdName} without PVC → deleted after ≥ ${seconds(ORPHAN_GRACE_MS)} s, ${collectedLine}; kept ${kept.join(', ') || 'no other RD'}`)
+  })
+
   await t.test('deletion guard: a PVC is not deleted while a ReplicationSource of it is syncing', async (t) => {
     const name = PVC.noBackup
     const rs = RS.guarded
@@ -974,7 +1549,7 @@ async function scenarios(t: Test, ctx: Ctx, summary: string[]): Promise<void> {
       t.fail(
         `a dry-run DELETE of ${pvcName} was still allowed ${seconds(dry.ms)} s (${dry.attempts} attempts) after ${rsName} was set syncing. ` +
           `Its status now: ${describeRsStatus(now)}${now?.status?.lastSyncStartTime === started ? '' : ' (rewritten: is a VolSync controller reconciling it?)'}. ` +
-          `Either the service's watch did not deliver it, or its ReplicationSource rule is inactive (the CRD was not served when the service started; it rediscovers every 60 s).`,
+          `Either the service's watch did not deliver it, or its ReplicationSource rule is inactive (the CRD was not served when the service started; it rediscovers every ${REDISCOVER_MS} ms).`,
       )
       return done(t, 'deletion guard: DELETE never refused while syncing')
     }

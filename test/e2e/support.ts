@@ -3,8 +3,9 @@
  * VolSync CRDs, the S3 store, the webhook registration and an ordered, error-tolerant cleanup.
  *
  * Everything here talks to a real kube-apiserver (any v1.32-ish cluster: kind, k3d, or a bare
- * apiserver without controller-manager) and never to a cluster it was not explicitly pointed at:
- * the cluster comes from $KUBECONFIG only, never from ~/.kube/config or in-cluster credentials.
+ * apiserver with kube-controller-manager: the orphan scenario waits for its garbage collector) and
+ * never to a cluster it was not explicitly pointed at: the cluster comes from $KUBECONFIG only,
+ * never from ~/.kube/config or in-cluster credentials.
  */
 import { randomBytes } from 'node:crypto'
 import { existsSync, readdirSync, readFileSync } from 'node:fs'
@@ -227,6 +228,7 @@ export interface Apis {
   custom: k8s.CustomObjectsApi
   ext: k8s.ApiextensionsV1Api
   admission: k8s.AdmissionregistrationV1Api
+  storage: k8s.StorageV1Api
 }
 
 export function makeApis(kc: k8s.KubeConfig): Apis {
@@ -236,6 +238,7 @@ export function makeApis(kc: k8s.KubeConfig): Apis {
     custom: kc.makeApiClient(k8s.CustomObjectsApi),
     ext: kc.makeApiClient(k8s.ApiextensionsV1Api),
     admission: kc.makeApiClient(k8s.AdmissionregistrationV1Api),
+    storage: kc.makeApiClient(k8s.StorageV1Api),
   }
 }
 
@@ -324,19 +327,119 @@ export async function ensureVolSyncCrds(apis: Apis, dir: string | undefined, onI
     }
   }
   // Established = the apiserver serves the resource; wait for it (instant for existing CRDs).
-  const deadline = Date.now() + 60_000
-  for (const name of [...new Set([...REQUIRED_CRDS, ...installed])]) {
+  await waitForEstablished(apis, [...new Set([...REQUIRED_CRDS, ...installed])])
+  return { installed }
+}
+
+/** Wait until every CRD of `names` is Established (the apiserver serves it); E2EError after `maxMs`. */
+export async function waitForEstablished(apis: Apis, names: string[], maxMs = 60_000): Promise<void> {
+  const deadline = Date.now() + maxMs
+  for (const name of names) {
     for (;;) {
       const crd = await getOrUndefined((o) => apis.ext.readCustomResourceDefinition({ name }, o))
       if (crd && isEstablished(crd)) break
       if (Date.now() > deadline) {
         const conditions = crd?.status?.conditions?.map((c) => `${c.type}=${c.status}${c.message ? ` (${c.message})` : ''}`).join(', ')
-        throw new E2EError(`CRD ${name} is not Established after 60 s${conditions ? `: ${conditions}` : crd ? '' : ': it disappeared'}`)
+        throw new E2EError(`CRD ${name} is not Established after ${Math.round(maxMs / 1000)} s${conditions ? `: ${conditions}` : crd ? '' : ': it disappeared'}`)
       }
       await sleep(500)
     }
   }
-  return { installed }
+}
+
+// ---------------------------------------------------------------------------------------------
+// What a restore needs (src/decide/preflight.ts): the VolumePopulator API (VolSync starts its volume
+// populator only when that CRD exists), the VolumeSnapshotClass API, the PVC's StorageClass, and a
+// default VolumeSnapshotClass for that class's provisioner. Without them the webhook refuses a
+// restore (422) instead of leaving the PVC Pending forever.
+
+/** The provisioner of the suite's StorageClass and the driver of its VolumeSnapshotClass. Nothing runs it. */
+export const E2E_PROVISIONER = 'e2e.smart-restore.io'
+export const DEFAULT_SNAPSHOT_CLASS_ANNOTATION = 'snapshot.storage.kubernetes.io/is-default-class'
+
+/** A cluster-scoped API the suite may have to install a minimal CRD for. */
+export interface ClusterScopedApi {
+  group: string
+  version: string
+  kind: string
+  plural: string
+  /** The CRD's name: `<plural>.<group>`. */
+  crd: string
+  /**
+   * api-approved.kubernetes.io: the apiserver refuses a CRD of a *.k8s.io group without it. The
+   * value the upstream CRD carries.
+   */
+  approval: string
+}
+
+export const POPULATOR_API: ClusterScopedApi = {
+  group: 'populator.storage.k8s.io',
+  version: 'v1beta1',
+  kind: 'VolumePopulator',
+  plural: 'volumepopulators',
+  crd: 'volumepopulators.populator.storage.k8s.io',
+  approval: 'https://github.com/kubernetes/enhancements/pull/2934',
+}
+
+export const SNAPSHOT_CLASS_API: ClusterScopedApi = {
+  group: 'snapshot.storage.k8s.io',
+  version: 'v1',
+  kind: 'VolumeSnapshotClass',
+  plural: 'volumesnapshotclasses',
+  crd: 'volumesnapshotclasses.snapshot.storage.k8s.io',
+  approval: 'https://github.com/kubernetes-csi/external-snapshotter/pull/814',
+}
+
+/**
+ * The smallest CRD that serves `api`: cluster-scoped, one version, a schema that keeps every field
+ * (x-kubernetes-preserve-unknown-fields at the root is a valid structural schema). Written with
+ * client-node's property names (x_kubernetes_preserve_unknown_fields): its serializer drops keys it
+ * does not know by those names.
+ */
+export function minimalCrd(api: ClusterScopedApi, labels: Record<string, string>): k8s.V1CustomResourceDefinition {
+  return {
+    apiVersion: 'apiextensions.k8s.io/v1',
+    kind: 'CustomResourceDefinition',
+    metadata: { name: api.crd, labels, annotations: { 'api-approved.kubernetes.io': api.approval } },
+    spec: {
+      group: api.group,
+      scope: 'Cluster',
+      names: { kind: api.kind, listKind: `${api.kind}List`, plural: api.plural, singular: api.kind.toLowerCase() },
+      versions: [{ name: api.version, served: true, storage: true, schema: { openAPIV3Schema: { type: 'object', x_kubernetes_preserve_unknown_fields: true } } }],
+    },
+  }
+}
+
+/** Whether the cluster has the CRD of `api`, and whether it serves the version smart-restore watches. */
+export async function crdState(apis: Apis, api: ClusterScopedApi): Promise<{ state: 'absent' } | { state: 'served' } | { state: 'version-not-served'; served: string[] }> {
+  const crd = await getOrUndefined((o) => apis.ext.readCustomResourceDefinition({ name: api.crd }, o)).catch((err: unknown) => {
+    throw new E2EError(`cannot read CRD ${api.crd} through the apiextensions API: ${kubeFailure(err).message}`)
+  })
+  if (!crd) return { state: 'absent' }
+  const served = (crd.spec?.versions ?? []).filter((v) => v.served).map((v) => v.name)
+  return served.includes(api.version) ? { state: 'served' } : { state: 'version-not-served', served }
+}
+
+/**
+ * Create the minimal CRD of `api` and wait until it is Established. `onCreated` is called as soon as
+ * the CRD may exist because of this call (also after a create that got no answer), so cleanup can
+ * delete it; 'existed' (created meanwhile by someone else) is never ours to delete.
+ */
+export async function installMinimalCrd(apis: Apis, api: ClusterScopedApi, labels: Record<string, string>, onCreated: () => void): Promise<'created' | 'existed'> {
+  let result: 'created' | 'existed' = 'created'
+  try {
+    await call((o) => apis.ext.createCustomResourceDefinition({ body: minimalCrd(api, labels) }, o))
+    onCreated()
+  } catch (err) {
+    if (!isAlreadyExists(err)) {
+      const f = kubeFailure(err)
+      if (f.code === undefined) onCreated()
+      throw new E2EError(`cannot create the CRD ${api.crd} (${api.kind} ${api.group}/${api.version}, cluster-scoped): ${f.code ? `HTTP ${f.code}: ` : ''}${f.message}`)
+    }
+    result = 'existed'
+  }
+  await waitForEstablished(apis, [api.crd])
+  return result
 }
 
 // ---------------------------------------------------------------------------------------------
@@ -605,7 +708,7 @@ export type WebhookProbe =
  * a server-side dry-run create of a labelled PVC (nothing is stored, nothing is created by the
  * webhook); the webhook was called when the answer carries its annotation or warning.
  */
-export async function waitForWebhook(apis: Apis, namespace: string, annotationPrefix: string, maxMs = 30_000): Promise<WebhookProbe> {
+export async function waitForWebhook(apis: Apis, namespace: string, annotationPrefix: string, storageClassName?: string, maxMs = 30_000): Promise<WebhookProbe> {
   const started = Date.now()
   let attempts = 0
   let last: WebhookProbe = { state: 'not-called', attempts: 0, ms: 0 }
@@ -613,7 +716,7 @@ export async function waitForWebhook(apis: Apis, namespace: string, annotationPr
     apiVersion: 'v1',
     kind: 'PersistentVolumeClaim',
     metadata: { name: 'webhook-probe', namespace, labels: { backup: 'hourly' } },
-    spec: { accessModes: ['ReadWriteOnce'], resources: { requests: { storage: '1Gi' } } },
+    spec: { accessModes: ['ReadWriteOnce'], resources: { requests: { storage: '1Gi' } }, ...(storageClassName ? { storageClassName } : {}) },
   }
   while (Date.now() - started < maxMs) {
     attempts++
@@ -643,8 +746,16 @@ export async function waitForWebhook(apis: Apis, namespace: string, annotationPr
 
 export type ReadyProbe = { ready: true; attempts: number; ms: number } | { ready: false; attempts: number; ms: number; reason: string }
 
-/** One GET of the service's /readyz over HTTPS, trusting only `caCert`: the status code and the body's reason. */
-function getReadyz(serviceUrl: string, caCert: string, timeoutMs: number): Promise<{ code: number; reason?: string }> {
+/** What /readyz answered: the status code, the reason when not ready, and the named checks. */
+export interface Readyz {
+  code: number
+  reason?: string
+  /** e.g. `{ caches: 'synced', restorePrerequisites: 'present' }`. */
+  checks?: Record<string, string>
+}
+
+/** One GET of the service's /readyz over HTTPS, trusting only `caCert`: the status code, the body's reason and checks. */
+export function readReadyz(serviceUrl: string, caCert: string, timeoutMs = 5_000): Promise<Readyz> {
   return new Promise((resolve, reject) => {
     const req = https.get(new URL('/readyz', serviceUrl), { ca: caCert, timeout: timeoutMs }, (res) => {
       let text = ''
@@ -653,13 +764,15 @@ function getReadyz(serviceUrl: string, caCert: string, timeoutMs: number): Promi
       res.on('error', reject)
       res.on('end', () => {
         let reason: string | undefined
+        let checks: Record<string, string> | undefined
         try {
-          const body = JSON.parse(text) as { reason?: unknown }
+          const body = JSON.parse(text) as { reason?: unknown; checks?: unknown }
           if (typeof body.reason === 'string') reason = body.reason
+          if (typeof body.checks === 'object' && body.checks !== null) checks = body.checks as Record<string, string>
         } catch {
           reason = text.slice(0, 300) || undefined
         }
-        resolve({ code: res.statusCode ?? 0, reason })
+        resolve({ code: res.statusCode ?? 0, ...(reason !== undefined ? { reason } : {}), ...(checks ? { checks } : {}) })
       })
     })
     req.on('timeout', () => req.destroy(new Error(`no answer within ${timeoutMs} ms`)))
@@ -679,7 +792,7 @@ export async function waitForReady(serviceUrl: string, caCert: string, maxMs = 6
   while (Date.now() - started < maxMs) {
     attempts++
     try {
-      const r = await getReadyz(serviceUrl, caCert, 5_000)
+      const r = await readReadyz(serviceUrl, caCert, 5_000)
       if (r.code === 200) return { ready: true, attempts, ms: Date.now() - started }
       reason = `HTTP ${r.code}${r.reason ? `: ${r.reason}` : ''}`
     } catch (err) {
@@ -688,6 +801,26 @@ export async function waitForReady(serviceUrl: string, caCert: string, maxMs = 6
     await sleep(500)
   }
   return { ready: false, attempts, ms: Date.now() - started, reason }
+}
+
+/**
+ * Poll /readyz until `until` holds for its `checks.restorePrerequisites` (`present`, `missing: ...`,
+ * or `not known yet: ...` while the preflight's watches list). The service learns of an API that
+ * appears (a CRD installed) by discovery, every `rediscoverMs` of its watch options.
+ */
+export async function waitForRestorePrerequisites(serviceUrl: string, caCert: string, until: (check: string) => boolean, maxMs = 30_000): Promise<Polled<Readyz & { check: string }>> {
+  return pollUntil(
+    async () => {
+      try {
+        const r = await readReadyz(serviceUrl, caCert, 5_000)
+        return { ...r, check: r.checks?.restorePrerequisites ?? '(no restorePrerequisites check in /readyz)' }
+      } catch (err) {
+        return { code: 0, check: `GET ${new URL('/readyz', serviceUrl).href} failed: ${(err as Error).message}` }
+      }
+    },
+    (r) => until(r.check),
+    maxMs,
+  )
 }
 
 /**
@@ -828,6 +961,8 @@ export const PHASE = {
   replicationDestinations: 30,
   secrets: 40,
   namespaces: 50,
+  /** The suite's StorageClass and VolumeSnapshotClass: after everything that names them, before their CRDs. */
+  restorePrerequisites: 55,
   crds: 60,
   s3: 80,
 } as const

@@ -40,6 +40,8 @@ const config: Config = validateConfig({
   store: storeConfig(s3.endpoint, { probe: { deadlineMs: 1500, cacheTtlMs: 0 } }),
   kube: { mode: 'cluster', requestTimeoutMs: 1000 },
   reconciler: { enabled: true, resyncMs: 60_000, workers: 2 },
+  // The second replica below must reconcile too (and converge): no leader election here.
+  leaderElection: { ...defaultConfig.leaderElection, enabled: false },
 })
 const log = captureLogger('info')
 const service: ServiceHandle = await startService(config, { logger: log.logger, kubeConfig: api.kubeConfig, watch: { rediscoverMs: 1000 } })
