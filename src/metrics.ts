@@ -204,6 +204,8 @@ export class ServiceMetrics {
       labelNames: ['finding'],
       registers,
     })
+    // Every finding from 0, so increase() sees the first one (a series born at 1 has no increase).
+    for (const finding of RECONCILE_FINDINGS) this.reconcileFindings.inc({ finding }, 0)
     this.tlsReloads = new Counter({
       name: 'smart_restore_tls_reloads_total',
       help: 'Serving certificate reloads from the configured files: applied, or rejected (unreadable or mismatched pair; the previous certificate stays in use).',
