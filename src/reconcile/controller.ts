@@ -228,7 +228,15 @@ export class BackupReconciler {
         // Someone else's Secret under our name: report it, do not retry into it every few seconds.
         if (err instanceof KubeApiError && err.kind === 'conflict' && step.kind === 'apply-source' && !err.retryable) {
           void this.deps.events.record(pvc, { type: 'Warning', reason: 'ForeignObject', message: err.message })
-          this.deps.count?.('foreign_object')
+          this.deps.count?.(COUNTER.foreignObject)
+          this.queue.addAfter(key, config.reconciler.resyncMs)
+          return
+        }
+        // Refused by the API (RBAC, or the ValidatingAdmissionPolicy that fences our Secret writes:
+        // a foreign, unlabelled `<pvc>-restic`): say so on the PVC instead of retrying quietly.
+        if (err instanceof KubeApiError && err.kind === 'forbidden' && step.kind === 'apply-source') {
+          void this.deps.events.record(pvc, { type: 'Warning', reason: 'WriteRefused', message: `the backup source could not be written: ${err.message}` })
+          this.deps.count?.(COUNTER.foreignObject)
           this.queue.addAfter(key, config.reconciler.resyncMs)
           return
         }

@@ -181,6 +181,20 @@ t.test('a ReplicationSource smart-restore did not create is reported, never modi
   t.same((api.objects.get(RS, 'apps', 'handmade-backup') as any).spec, foreign.spec, 'untouched')
 })
 
+t.test('a Secret write the API refuses (the ValidatingAdmissionPolicy fence, RBAC): a WriteRefused Event, no quiet retry loop', async (t) => {
+  const refusal = 'secrets "fenced-restic" is forbidden: ValidatingAdmissionPolicy \'smart-restore-secret-writes\' with binding \'smart-restore-secret-writes\' denied request: UPDATE of Secret apps/fenced-restic refused: it exists and is not labelled app.kubernetes.io/managed-by=smart-restore'
+  const fault = api.fail({ method: 'PATCH', path: '/api/v1/namespaces/apps/secrets/fenced-restic', times: Infinity }, { status: 403, reason: 'Forbidden', message: refusal })
+  t.teardown(() => fault.cancel())
+  pvc('fenced', { backup: 'hourly' }, { 'smart-restore.io/decision': 'fresh' })
+  bind('fenced')
+  const event = await eventually('the WriteRefused Event', () => events('fenced').find((e) => e.startsWith('WriteRefused')))
+  t.match(event, /^WriteRefused: the backup source could not be written: .*not labelled app\.kubernetes\.io\/managed-by=smart-restore/)
+  t.equal(source('fenced'), undefined, 'no ReplicationSource without its Secret')
+  const hits = fault.hits
+  await new Promise((r) => setTimeout(r, 1500))
+  t.equal(fault.hits, hits, 'not retried every few seconds (next at the resync)')
+})
+
 t.test('namespace default tier: an unlabelled PVC is labelled and backed up', async (t) => {
   api.objects.update(NAMESPACES, undefined, 'apps', (o: any) => (o.metadata.labels['smart-restore.io/default-tier'] = 'daily'))
   pvc('unlabelled', {}, { 'smart-restore.io/decision': 'fresh' })
