@@ -13,13 +13,18 @@
  * ReplicationSource statuses VolSync would write. Only the orphan scenario waits for
  * kube-controller-manager's garbage collector (skipped where Binder saw no controller-manager: a bare
  * apiserver); nothing waits for a namespace to finish terminating.
+ *
+ * The leader election scenario starts two more replicas of the service in this process (not
+ * registered as webhooks, reconciling nothing) on a Lease of their own; the Secret-write fence
+ * scenario (Kubernetes 1.30+) applies deploy/base/secret-write-policy.yaml for a ServiceAccount of
+ * the run's namespace, which it acts as by impersonation.
  */
 import { isDeepStrictEqual } from 'node:util'
 import t, { type Test } from 'tap'
 import * as k8s from '@kubernetes/client-node'
 import { pino } from 'pino'
 import { validateConfig } from '../../src/config/load.js'
-import { defaultConfig } from '../../src/config/schema.js'
+import { defaultConfig, type Config } from '../../src/config/schema.js'
 import { kubeConfigFromEnvironment, probeApi } from '../../src/kube/config.js'
 import { createLogger } from '../../src/log.js'
 import { startService, type ServiceHandle } from '../../src/service.js'
@@ -35,28 +40,37 @@ import {
   E2E_PROVISIONER,
   PHASE,
   POPULATOR_API,
+  SECRET_POLICY_FILE,
+  SECRET_POLICY_USER,
   SNAPSHOT_CLASS_API,
   VOLSYNC,
   WEBHOOK_NAME,
+  admissionPolicySupport,
   call,
   crdState,
   deleteEach,
   deleteS3Objects,
   describeCluster,
+  describeLease,
+  e2eSecretWritePolicy,
   e2eValidatingWebhookConfiguration,
   e2eWebhookConfiguration,
   ensureVolSyncCrds,
   expectedResticRepository,
   externalS3,
   getOrUndefined,
+  impersonating,
   installMinimalCrd,
   kubeFailure,
+  leaderMetric,
   loadKubeConfig,
   makeApis,
   newRunId,
   otherSmartRestoreWebhooks,
   pollUntil,
+  policyExpressions,
   readE2EEnv,
+  readLease,
   readReadyz,
   refusedByLingeringGuard,
   registeredDifferences,
@@ -75,6 +89,7 @@ import {
   type Apis,
   type E2EEnv,
   type KubeFailure,
+  type LeaseView,
   type Readyz,
   type S3Target,
 } from './support.js'
@@ -144,6 +159,20 @@ const ORPHAN_GRACE_MS = 4_000
 const ORPHAN_SWEEP_EVERY_MS = Math.min(60_000, ORPHAN_GRACE_MS)
 /** The real garbage collector deletes dependents asynchronously, and learns of new CRDs by discovery (every 30 s). */
 const GC_MS = 90_000
+/**
+ * leaderElection timing of the leader election scenario's two extra replicas: short, so a takeover
+ * is seen within seconds (the config's rules hold: retryPeriod < renewDeadline < leaseDuration, the
+ * lease duration in whole seconds).
+ */
+const HA_TIMING = { leaseDurationMs: 4_000, renewDeadlineMs: 3_000, retryPeriodMs: 500 } as const
+/** The ServiceAccount the Secret-write fence scenario names in the policy's matchConditions, and acts as. */
+const FENCE_WRITER = 'sr-e2e-writer'
+/** The policy's messages (deploy/base/secret-write-policy.yaml messageExpression), after "<OP> of Secret <ns>/<name> refused: ". */
+const FENCE_RULE = {
+  name: 'smart-restore writes only Secrets named <pvc>-restic or <pvc>-restic-from-<hash>',
+  labelAfter: 'smart-restore writes only Secrets labelled app.kubernetes.io/managed-by=smart-restore, and this one would not be',
+  labelBefore: 'the existing Secret is not labelled app.kubernetes.io/managed-by=smart-restore, so it does not belong to smart-restore',
+} as const
 
 interface Ctx {
   env: E2EEnv
@@ -157,6 +186,10 @@ interface Ctx {
   /** Snapshot ids of each seeded repository, in the order of their times. */
   snapshotIds: Record<string, string[]>
   service: ServiceHandle
+  /** The service's configuration (the leader election scenario starts more replicas of it). */
+  config: Config
+  /** The service's holderIdentity in its leader election Lease (startService leaderIdentity). */
+  leaderIdentity: string
   webhookUrl: string
   validateUrl: string
   /** The suite's StorageClass (provisioner E2E_PROVISIONER, WaitForFirstConsumer); every PVC of the suite names it. */
@@ -761,8 +794,10 @@ async function setup(t: Test, env: E2EEnv, cleanup: Cleanup): Promise<Ctx> {
   })
   // Logs go to stderr: stdout is the TAP stream.
   const logger = createLogger(config.logLevel, pino.destination({ dest: 2, sync: true }))
+  // Named, not hostname_<random>: the leader election scenario finds it in the Lease and the metric.
+  const leaderIdentity = `sr-e2e-${runId}-main`
   // rediscoverMs: the VolumePopulator CRD the preflight scenario installs is noticed within a second.
-  const service = await startService(config, { logger, watch: { rediscoverMs: REDISCOVER_MS } }).catch((err: unknown) => {
+  const service = await startService(config, { logger, leaderIdentity, watch: { rediscoverMs: REDISCOVER_MS } }).catch((err: unknown) => {
     throw new E2EError(`cannot start the smart-restore service on port ${env.webhookPort || '(any)'}: ${(err as Error).message}`)
   })
   cleanup.add(PHASE.service, 'smart-restore service (webhooks and backup-source reconciler stopped)', () =>
@@ -886,7 +921,7 @@ async function setup(t: Test, env: E2EEnv, cleanup: Cleanup): Promise<Ctx> {
     t.fail(`deleting the probe PVC ${PVC.deleteProbe} with ${ALLOW_DELETE}="e2e: probe done" failed: ${describeFailure(kubeFailure(err))}`)
   }
 
-  return { env, cleanup, apis, runId, ns, sysNs, s3, resticPassword, snapshotIds, service, webhookUrl, validateUrl, storageClass, snapshotClass, populatorCrd, labels, observed: {} }
+  return { env, cleanup, apis, runId, ns, sysNs, s3, resticPassword, snapshotIds, service, config, leaderIdentity, webhookUrl, validateUrl, storageClass, snapshotClass, populatorCrd, labels, observed: {} }
 }
 
 // ---------------------------------------------------------------------------------------------
@@ -1605,6 +1640,380 @@ async function scenarios(t: Test, ctx: Ctx, summary: string[]): Promise<void> {
       `${pvcName} is ${after ? `marked for deletion (deletionTimestamp ${marked instanceof Date ? marked.toISOString() : String(marked)}, finalizers ${JSON.stringify(after.metadata?.finalizers ?? [])})` : 'gone'}`,
     )
     done(t, `deletion guard: ReplicationSource ${rs} Synchronizing=True → DELETE of PVC ${name} refused (409, dry run too); idle → deleted`)
+  })
+
+  /** What a replica's /readyz says in checks.leader, or why it could not be read. */
+  const leaderCheck = async (svc: ServiceHandle): Promise<string> => {
+    try {
+      const r = await readReadyz(svc.url, svc.caCert!)
+      return r.checks?.leader ?? `(no checks.leader in /readyz, HTTP ${r.code})`
+    } catch (err) {
+      return `(GET ${svc.url}/readyz failed: ${(err as Error).message})`
+    }
+  }
+  /** A scenario's unexpected failure (a setup call, an E2EError of support.ts) as one line. */
+  const failureLine = (err: unknown) => (err instanceof E2EError ? err.message : `${(err as Error)?.name ?? 'Error'}: ${describeFailure(kubeFailure(err))}`)
+
+  // The suite's service campaigns alone for its Lease. Two more replicas of it, started here with
+  // their own ports and NOT registered as webhooks, campaign for a Lease of their own (the same
+  // configuration but leaderElection.leaseName and a short timing): one leads, the other follows,
+  // and takes over when the leader stops. Their reconcilers must not touch the suite's PVCs (the
+  // suite's "one writer" claims would no longer hold), so every namespace the cluster has when they
+  // start is in their excludedNamespaces: the scenario is about the Lease, and they write nothing else.
+  await t.test('leader election: one replica holds the Lease, the other follows, and takes over when the leader stops', async (t) => {
+    const { sysNs } = ctx
+    const le = ctx.config.leaderElection
+    const mainId = ctx.leaderIdentity
+    const mainWhat = `Lease ${sysNs}/${le.leaseName}`
+    const haLease = `${le.leaseName}-ha`
+    const haWhat = `Lease ${sysNs}/${haLease}`
+    const idA = `sr-e2e-${ctx.runId}-ha-a`
+    const idB = `sr-e2e-${ctx.runId}-ha-b`
+    const replicas: Record<string, ServiceHandle | undefined> = {}
+    // Registered before the starts; close() is idempotent, so a replica the scenario closed is closed once.
+    for (const id of [idA, idB]) {
+      ctx.cleanup.add(PHASE.service, `extra replica ${id} (leader election scenario)`, async () => {
+        const r = replicas[id]
+        if (!r) return 'never started'
+        await withinMs(15_000, r.close(), 'did not close within 15 s; cleanup goes on')
+        return 'closed'
+      })
+    }
+    ctx.cleanup.add(PHASE.service, haWhat, () => call((o) => ctx.apis.coordination.deleteNamespacedLease({ namespace: sysNs, name: haLease }, o)))
+    try {
+      // -- the suite's service, alone on its Lease: it holds it, and says so
+      const held = await readLease(ctx.apis, sysNs, le.leaseName)
+      t.equal(held?.holder, mainId, `${mainWhat} (coordination.k8s.io/v1) is held by the suite's service, leaderIdentity ${mainId}: ${describeLease(held)}`)
+      t.equal(held?.durationSeconds, Math.ceil(le.leaseDurationMs / 1000), `${mainWhat} leaseDurationSeconds is leaderElection.leaseDurationMs (${le.leaseDurationMs} ms) in seconds`)
+      t.ok(held?.resourceVersion, `${mainWhat} carries a resourceVersion: every renewal is a PUT conditional on the version last read`)
+      t.equal(await leaderCheck(ctx.service), `this replica (${mainId})`, `the service's /readyz checks.leader says it leads`)
+      t.strictSame(await leaderMetric(ctx.service.metricsUrl), [`${mainId}=1`], `the service's /metrics: smart_restore_leader{identity="${mainId}"} 1, its only series`)
+
+      // -- two more replicas of it, sharing another Lease
+      const listed = await call((o) => ctx.apis.core.listNamespace({}, o))
+      const excluded = [...new Set([...ctx.config.excludedNamespaces, ctx.ns, sysNs, ...listed.items.map((n) => n.metadata?.name ?? '').filter(Boolean)])]
+      const haConfig = validateConfig({
+        ...ctx.config,
+        // Never called by the apiserver: loopback only.
+        server: { ...ctx.config.server, host: '127.0.0.1', port: 0, metricsPort: 0, devCertHosts: [] },
+        excludedNamespaces: excluded,
+        leaderElection: { ...le, leaseName: haLease, ...HA_TIMING },
+      })
+      t.comment(
+        `extra replicas ${idA} and ${idB}: the service's configuration with ${haWhat} (leaseDuration ${HA_TIMING.leaseDurationMs} ms, renewDeadline ${HA_TIMING.renewDeadlineMs} ms, retryPeriod ${HA_TIMING.retryPeriodMs} ms), ` +
+          `ports of their own, not registered as webhooks, every one of the ${excluded.length} namespaces the cluster has now (${ctx.ns} included) in excludedNamespaces: they reconcile nothing`,
+      )
+      const start = async (id: string): Promise<ServiceHandle> => {
+        const logger = createLogger(haConfig.logLevel, pino.destination({ dest: 2, sync: true })).child({ replica: id })
+        const r = await startService(haConfig, { logger, leaderIdentity: id, metrics: { defaultMetrics: false } }).catch((err: unknown) => {
+          throw new E2EError(`cannot start the extra replica ${id}: ${(err as Error).message}`)
+        })
+        replicas[id] = r
+        return r
+      }
+      const observe = async (svc: ServiceHandle) => ({ lease: await readLease(ctx.apis, sysNs, haLease), check: await leaderCheck(svc) })
+
+      // -- A alone: creates the Lease, holding it
+      const a = await start(idA)
+      const aLeads = await pollUntil(() => observe(a), (v) => v.lease?.holder === idA && v.check === `this replica (${idA})`, 10_000, 250)
+      if (!aLeads.met) {
+        t.fail(
+          `${idA}, alone on ${haWhat}, does not lead ${seconds(aLeads.ms)} s after it started. The Lease: ${describeLease(aLeads.value.lease)}. Its /readyz checks.leader: ${aLeads.value.check}. ` +
+            `(It creates the Lease in ${sysNs} and renews it with PUTs: can the user of KUBECONFIG create and update leases there?)`,
+        )
+        return done(t, `leader election: ${idA} never led ${haLease}`)
+      }
+      t.pass(`${idA} alone: ${haWhat} created and held ${seconds(aLeads.ms)} s after it started (/readyz checks.leader "this replica (${idA})"): ${describeLease(aLeads.value.lease)}`)
+      t.equal(aLeads.value.lease?.transitions, 0, `${haWhat} leaseTransitions 0: created by ${idA}, never taken over`)
+      t.equal(aLeads.value.lease?.durationSeconds, HA_TIMING.leaseDurationMs / 1000, `${haWhat} leaseDurationSeconds ${HA_TIMING.leaseDurationMs / 1000}`)
+
+      // -- B joins: it follows
+      const b = await start(idB)
+      const following = `${idA} (lease ${sysNs}/${haLease})`
+      const bFollows = await pollUntil(() => leaderCheck(b), (c) => c === following, 5_000, 250)
+      if (!bFollows.met) {
+        t.fail(`${idB} does not report ${idA} as the leader ${seconds(bFollows.ms)} s after it started: its /readyz checks.leader is ${JSON.stringify(bFollows.value)}; ${haWhat}: ${describeLease(await readLease(ctx.apis, sysNs, haLease))}`)
+        return done(t, `leader election: ${idB} never followed`)
+      }
+      t.pass(`${idB} follows: /readyz checks.leader ${JSON.stringify(following)} ${seconds(bFollows.ms)} s after it started`)
+
+      // -- longer than a lease duration: A renews, B never takes it (a follower only takes an expired or released Lease)
+      const windowMs = HA_TIMING.leaseDurationMs + 1_000
+      const samples: Array<{ lease: LeaseView | undefined; check: string }> = []
+      const from = Date.now()
+      while (Date.now() - from < windowMs) {
+        samples.push(await observe(b))
+        await sleep(500)
+      }
+      const notA = samples.filter((s) => s.lease?.holder !== idA).map((s) => describeLease(s.lease))
+      t.strictSame(notA, [], `${haWhat} held by ${idA} in all ${samples.length} reads over ${seconds(windowMs)} s, longer than its lease duration`)
+      t.strictSame([...new Set(samples.map((s) => s.check))], [following], `${idB}'s /readyz checks.leader said ${JSON.stringify(following)} throughout`)
+      const versions = new Set(samples.map((s) => s.lease?.resourceVersion))
+      const firstRenew = samples[0]?.lease?.renewMs ?? 0
+      const lastRenew = samples[samples.length - 1]?.lease?.renewMs ?? 0
+      t.ok(
+        versions.size > 1 && lastRenew > firstRenew,
+        `${idA} renewed ${haWhat} meanwhile (every retryPeriod, ${HA_TIMING.retryPeriodMs} ms): ${versions.size} resourceVersions seen, renewTime ${new Date(firstRenew).toISOString()} → ${new Date(lastRenew).toISOString()}`,
+      )
+      t.strictSame(await leaderMetric(a.metricsUrl), [`${idA}=1`], `${idA}'s /metrics: smart_restore_leader{identity="${idA}"} 1`)
+      t.strictSame(await leaderMetric(b.metricsUrl), [`${idB}=0`], `${idB}'s /metrics: smart_restore_leader{identity="${idB}"} 0`)
+
+      // -- A stops: it releases the Lease on its way out (its work stopped first), B takes it at its
+      // next retry. Watched while A's close runs: the handover does not wait for the rest of it.
+      const closing = Date.now()
+      let closedMs: number | undefined
+      const closeA = withinMs(15_000, a.close(), `${idA} did not close within 15 s`).then(
+        () => void (closedMs = Date.now() - closing),
+        (err: unknown) => err as Error,
+      )
+      const took = await pollUntil(() => observe(b), (v) => v.lease?.holder === idB && v.check === `this replica (${idB})`, HA_TIMING.leaseDurationMs + 5_000, 100)
+      const handoverMs = took.ms
+      const closeFailed = await closeA
+      if (closeFailed) t.fail(`closing ${idA}: ${closeFailed.message}`)
+      const closeSaid = closedMs === undefined ? 'its close did not finish' : `its close took ${seconds(closedMs)} s`
+      if (!took.met) {
+        t.fail(
+          `${idB} has not taken ${haWhat} over ${seconds(handoverMs)} s after ${idA} began closing (${closeSaid}). ` +
+            `The Lease: ${describeLease(took.value.lease)}. ${idB}'s /readyz checks.leader: ${took.value.check}`,
+        )
+        return done(t, `leader election: ${idB} never took over`)
+      }
+      t.ok(
+        handoverMs < HA_TIMING.leaseDurationMs,
+        `${idB} leads ${seconds(handoverMs)} s after ${idA} began closing (${closeSaid}), within the lease duration (${seconds(HA_TIMING.leaseDurationMs)} s): ` +
+          `the closing leader released the Lease (holderIdentity cleared) instead of leaving it to expire`,
+      )
+      const taken = took.value.lease
+      t.equal(taken?.transitions, 1, `${haWhat} leaseTransitions 1: taken over once`)
+      t.ok(
+        taken?.acquireMs !== undefined && taken.acquireMs >= closing,
+        `${haWhat} acquireTime ${taken?.acquireMs === undefined ? '(none)' : new Date(taken.acquireMs).toISOString()} is ${idB}'s, after ${idA} began closing at ${new Date(closing).toISOString()} (one process, one clock)`,
+      )
+      t.strictSame(await leaderMetric(b.metricsUrl), [`${idB}=1`], `${idB}'s /metrics: smart_restore_leader{identity="${idB}"} 1 now`)
+
+      // -- B stops: the Lease is left released, nobody campaigns for it any more
+      await withinMs(15_000, b.close(), `${idB} did not close within 15 s`)
+      const released = await readLease(ctx.apis, sysNs, haLease)
+      t.ok(
+        released !== undefined && released.holder === undefined && released.durationSeconds === 1,
+        `${idB} closed: ${haWhat} released (no holderIdentity, leaseDurationSeconds 1: a replica starting now takes it at its first try): ${describeLease(released)}`,
+      )
+      const still = await readLease(ctx.apis, sysNs, le.leaseName)
+      t.equal(still?.holder, mainId, `${mainWhat} is still held by ${mainId}: the other Lease's replicas never touched it`)
+      done(
+        t,
+        `leader election: ${le.leaseName} held by ${mainId} (/readyz, metric 1); ${haLease}: ${idA} leads, ${idB} follows ${seconds(windowMs)} s (metric 0); ` +
+          `${idA} closed → ${idB} leads after ${seconds(handoverMs)} s (leaseTransitions 1); ${idB} closed → released`,
+      )
+    } catch (err) {
+      t.fail(`leader election scenario: ${failureLine(err)}`)
+      done(t, `leader election: ${failureLine(err)}`)
+    }
+  })
+
+  // deploy/base/secret-write-policy.yaml, applied as written but for its names and the one user it
+  // judges: a ServiceAccount of the run's namespace instead of smart-restore's, which the suite
+  // acts as by impersonation. The apiserver evaluates it (no webhook), and the suite's own user is
+  // never matched, so nothing else in the cluster is affected.
+  let fenceSupport: { version: string; skip?: string } | { error: string }
+  try {
+    fenceSupport = await admissionPolicySupport(ctx.apis)
+  } catch (err) {
+    fenceSupport = { error: describeFailure(kubeFailure(err)) }
+  }
+  const skipFence = 'skip' in fenceSupport && fenceSupport.skip !== undefined ? fenceSupport.skip : false
+  if (skipFence) {
+    t.comment(`Secret-write fence skipped: ${skipFence}`)
+    summary.push(`skip Secret-write fence (${skipFence})`)
+  }
+  await t.test('Secret-write fence: the ValidatingAdmissionPolicy lets smart-restore\'s ServiceAccount write only its own Secrets', { skip: skipFence }, async (t) => {
+    if ('error' in fenceSupport) {
+      t.fail(`cannot tell whether the cluster serves ValidatingAdmissionPolicy: GET /version or the discovery of admissionregistration.k8s.io/v1 failed: ${fenceSupport.error}`)
+      return done(t, 'Secret-write fence: cluster support unknown')
+    }
+    const version = fenceSupport.version
+    const writer = `system:serviceaccount:${ns}:${FENCE_WRITER}`
+    const name = `smart-restore-secret-writes-${ctx.runId}`
+    const secrets = { refused: 'db-credentials', own: 'fence-probe-restic', foreign: 'foo-restic' } as const
+    const MANAGED_BY = 'app.kubernetes.io/managed-by'
+    // Registered before the creates (a create that timed out on our side may still have happened).
+    ctx.cleanup.add(PHASE.webhook, `ValidatingAdmissionPolicyBinding ${name}`, () => call((o) => ctx.apis.admission.deleteValidatingAdmissionPolicyBinding({ name }, o)))
+    ctx.cleanup.add(PHASE.webhook, `ValidatingAdmissionPolicy ${name}`, () => call((o) => ctx.apis.admission.deleteValidatingAdmissionPolicy({ name }, o)))
+    ctx.cleanup.add(PHASE.secrets, `Secrets of the Secret-write fence scenario in ${ns}`, () =>
+      deleteEach(Object.values(secrets), (n, o) => ctx.apis.core.deleteNamespacedSecret({ namespace: ns, name: n }, o)),
+    )
+    ctx.cleanup.add(PHASE.secrets, `RoleBinding, Role and ServiceAccount ${ns}/${FENCE_WRITER}`, async () =>
+      [
+        await deleteEach([FENCE_WRITER], (n, o) => ctx.apis.rbac.deleteNamespacedRoleBinding({ namespace: ns, name: n }, o)),
+        await deleteEach([FENCE_WRITER], (n, o) => ctx.apis.rbac.deleteNamespacedRole({ namespace: ns, name: n }, o)),
+        await deleteEach([FENCE_WRITER], (n, o) => ctx.apis.core.deleteNamespacedServiceAccount({ namespace: ns, name: n }, o)),
+      ].join('; '),
+    )
+    /** An admin call that must succeed; E2EError saying what it was for otherwise. */
+    const must = async <T>(what: string, fn: (o: k8s.ConfigurationOptions) => Promise<T>): Promise<T> => {
+      try {
+        return await call(fn)
+      } catch (err) {
+        throw new E2EError(`${what} failed: ${describeFailure(kubeFailure(err))}`)
+      }
+    }
+    type Attempt = { ok: true } | { ok: false; failure: KubeFailure }
+    const attempt = async (fn: (o: k8s.ConfigurationOptions) => Promise<unknown>): Promise<Attempt> => {
+      try {
+        await call(fn)
+        return { ok: true }
+      } catch (err) {
+        return { ok: false, failure: kubeFailure(err) }
+      }
+    }
+    const byPolicy = (a: Attempt) => !a.ok && a.failure.message.includes(`ValidatingAdmissionPolicy '${name}'`)
+    /** Refused by the policy through its binding, with HTTP 403 Forbidden and the validation's message. */
+    const refusedBy = (a: Attempt, what: string, operation: 'CREATE' | 'UPDATE' | 'DELETE', secret: string, rule: string) => {
+      if (a.ok) return void t.fail(`${what} was allowed: the policy must refuse it ("${rule}")`)
+      t.equal(a.failure.code, 403, `${what}: HTTP 403`)
+      t.equal(a.failure.reason, 'Forbidden', `${what}: reason Forbidden (the validation's reason)`)
+      t.match(a.failure.message, `ValidatingAdmissionPolicy '${name}' with binding '${name}' denied request`, `${what}: denied by the policy through its binding (${describeFailure(a.failure)})`)
+      t.match(a.failure.message, `${operation} of Secret ${ns}/${secret} refused: ${rule}`, `${what}: the policy's message "${operation} of Secret ${ns}/${secret} refused: ${rule}…"`)
+    }
+    const secretBody = (secretName: string, managed: boolean, value: string): k8s.V1Secret => ({
+      metadata: { name: secretName, labels: { ...ctx.labels, ...(managed ? { [MANAGED_BY]: 'smart-restore' } : {}) } },
+      type: 'Opaque',
+      stringData: { value },
+    })
+    const mergePatch = (o: k8s.ConfigurationOptions) => k8s.setHeaderOptions('Content-Type', k8s.PatchStrategy.MergePatch, o)
+    try {
+      // -- the writer: a ServiceAccount that RBAC lets write every Secret of the namespace, like smart-restore's everywhere
+      await must(`creating ServiceAccount ${ns}/${FENCE_WRITER}`, (o) => ctx.apis.core.createNamespacedServiceAccount({ namespace: ns, body: { metadata: { name: FENCE_WRITER, labels: ctx.labels } } }, o))
+      await must(`creating Role ${ns}/${FENCE_WRITER} (create, patch, update, delete on secrets; the user of KUBECONFIG must hold these itself)`, (o) =>
+        ctx.apis.rbac.createNamespacedRole(
+          { namespace: ns, body: { metadata: { name: FENCE_WRITER, labels: ctx.labels }, rules: [{ apiGroups: [''], resources: ['secrets'], verbs: ['create', 'patch', 'update', 'delete'] }] } },
+          o,
+        ),
+      )
+      await must(`creating RoleBinding ${ns}/${FENCE_WRITER}`, (o) =>
+        ctx.apis.rbac.createNamespacedRoleBinding(
+          {
+            namespace: ns,
+            body: {
+              metadata: { name: FENCE_WRITER, labels: ctx.labels },
+              roleRef: { apiGroup: 'rbac.authorization.k8s.io', kind: 'Role', name: FENCE_WRITER },
+              subjects: [{ kind: 'ServiceAccount', name: FENCE_WRITER, namespace: ns }],
+            },
+          },
+          o,
+        ),
+      )
+
+      // -- the policy and its binding, from the file
+      const { policy, binding } = e2eSecretWritePolicy({ name, username: writer, runId: ctx.runId })
+      await must(`creating ValidatingAdmissionPolicy ${name} from ${SECRET_POLICY_FILE}`, (o) => ctx.apis.admission.createValidatingAdmissionPolicy({ body: policy }, o))
+      await must(`creating ValidatingAdmissionPolicyBinding ${name} from ${SECRET_POLICY_FILE}`, (o) => ctx.apis.admission.createValidatingAdmissionPolicyBinding({ body: binding }, o))
+      const registered = await must(`reading ValidatingAdmissionPolicy ${name} back`, (o) => ctx.apis.admission.readValidatingAdmissionPolicy({ name }, o))
+      t.strictSame(
+        policyExpressions(registered),
+        policyExpressions(policy),
+        `the apiserver registered ${SECRET_POLICY_FILE}'s policy as written (failurePolicy, rules, matchConditions, variables, validations and their messages), matching ${writer} instead of ${SECRET_POLICY_USER}`,
+      )
+      t.comment(`${version}: ValidatingAdmissionPolicy and Binding ${name} created; the policy judges only ${writer}`)
+
+      // -- in force: the apiserver compiles a new policy and binding a moment after their creation.
+      // Dry runs (admission runs, nothing is stored) of a write the policy refuses, as the writer,
+      // until it is refused; before that RBAC may not know the RoleBinding yet either.
+      const asWriter = impersonating(ctx.apis.kc, writer).makeApiClient(k8s.CoreV1Api)
+      const rbacDenied = (a: Attempt) => !a.ok && a.failure.code === 403 && a.failure.message.includes('cannot create resource "secrets"')
+      const active = await pollUntil(
+        () => attempt((o) => asWriter.createNamespacedSecret({ namespace: ns, body: secretBody(secrets.refused, false, 'probe'), dryRun: 'All' }, o)),
+        (a) => !a.ok && !rbacDenied(a),
+        20_000,
+      )
+      if (!byPolicy(active.value)) {
+        const last = active.value
+        t.fail(
+          last.ok
+            ? `a dry-run create of Secret ${ns}/${secrets.refused} as ${writer} is still allowed ${seconds(active.ms)} s (${active.attempts} attempts) after the policy and binding were created: ` +
+                `does the apiserver run the ValidatingAdmissionPolicy admission plugin (on by default; kube-apiserver --disable-admission-plugins)?`
+            : rbacDenied(last)
+              ? `a dry-run create of Secret ${ns}/${secrets.refused} as ${writer} is still refused by RBAC ${seconds(active.ms)} s after RoleBinding ${FENCE_WRITER} was created: ${describeFailure(last.failure)}`
+              : /impersonat/i.test(last.failure.message)
+                ? `the user of KUBECONFIG cannot act as ${writer}: ${describeFailure(last.failure)} (it needs the verb impersonate on serviceaccounts in ${ns})`
+                : `a dry-run create of Secret ${ns}/${secrets.refused} as ${writer} failed for a reason other than the policy: ${describeFailure(last.failure)}`,
+        )
+        return done(t, 'Secret-write fence: the policy never took effect')
+      }
+      t.pass(`the policy refuses ${writer}'s dry-run create of ${secrets.refused} ${seconds(active.ms)} s after its creation (${active.attempts} attempts)`)
+      const admin = await attempt((o) => ctx.apis.core.createNamespacedSecret({ namespace: ns, body: secretBody(secrets.refused, false, 'probe'), dryRun: 'All' }, o))
+      t.ok(admin.ok, `the same create by the user of KUBECONFIG is allowed (dry run): the matchConditions keep every other user out of the policy${admin.ok ? '' : `; it said ${describeFailure(admin.failure)}`}`)
+
+      // -- a create: only `<pvc>-restic` names, only labelled managed-by=smart-restore
+      refusedBy(
+        await attempt((o) => asWriter.createNamespacedSecret({ namespace: ns, body: secretBody(secrets.refused, false, 'hunter2') }, o)),
+        `CREATE of Secret ${secrets.refused} (no ${MANAGED_BY} label) as ${writer}`,
+        'CREATE',
+        secrets.refused,
+        FENCE_RULE.name,
+      )
+      t.equal(await readSecret(ctx, secrets.refused), undefined, `no Secret ${ns}/${secrets.refused}`)
+      const created = await attempt((o) => asWriter.createNamespacedSecret({ namespace: ns, body: secretBody(secrets.own, true, 'v1') }, o))
+      t.ok(created.ok, `CREATE of Secret ${secrets.own} labelled ${MANAGED_BY}=smart-restore as ${writer} is allowed${created.ok ? '' : `: ${describeFailure(created.failure)}`}`)
+      const own = await readSecret(ctx, secrets.own)
+      t.equal(own?.metadata?.labels?.[MANAGED_BY], 'smart-restore', `Secret ${ns}/${secrets.own} exists, labelled ${MANAGED_BY}=smart-restore`)
+
+      // -- its own Secret: updates allowed while it stays smart-restore's
+      const updated = await attempt((o) =>
+        asWriter.patchNamespacedSecret({ namespace: ns, name: secrets.own, body: { metadata: { annotations: { 'smart-restore.io/e2e-note': 'updated by the writer' } } } }, mergePatch(o)),
+      )
+      t.ok(updated.ok, `UPDATE (merge patch) of its own Secret ${secrets.own} as ${writer} is allowed${updated.ok ? '' : `: ${describeFailure(updated.failure)}`}`)
+      refusedBy(
+        await attempt((o) => asWriter.patchNamespacedSecret({ namespace: ns, name: secrets.own, body: { metadata: { labels: { [MANAGED_BY]: null } } } }, mergePatch(o))),
+        `UPDATE removing ${MANAGED_BY} from its own Secret ${secrets.own} as ${writer}`,
+        'UPDATE',
+        secrets.own,
+        FENCE_RULE.labelAfter,
+      )
+      t.equal((await readSecret(ctx, secrets.own))?.metadata?.labels?.[MANAGED_BY], 'smart-restore', `Secret ${ns}/${secrets.own} keeps its ${MANAGED_BY} label`)
+
+      // -- someone else's Secret under a `<pvc>-restic` name: neither taken over nor deleted
+      await must(`creating the foreign Secret ${ns}/${secrets.foreign} (no ${MANAGED_BY} label) as the user of KUBECONFIG`, (o) =>
+        ctx.apis.core.createNamespacedSecret({ namespace: ns, body: secretBody(secrets.foreign, false, 'not smart-restore\'s') }, o),
+      )
+      const foreignBefore = await readSecret(ctx, secrets.foreign)
+      refusedBy(
+        await attempt((o) => asWriter.patchNamespacedSecret({ namespace: ns, name: secrets.foreign, body: { metadata: { labels: { [MANAGED_BY]: 'smart-restore' } }, stringData: { value: 'taken over' } } }, mergePatch(o))),
+        `UPDATE of the foreign Secret ${secrets.foreign} adding ${MANAGED_BY}=smart-restore as ${writer}`,
+        'UPDATE',
+        secrets.foreign,
+        FENCE_RULE.labelBefore,
+      )
+      refusedBy(
+        await attempt((o) => asWriter.deleteNamespacedSecret({ namespace: ns, name: secrets.foreign }, o)),
+        `DELETE of the foreign Secret ${secrets.foreign} as ${writer}`,
+        'DELETE',
+        secrets.foreign,
+        FENCE_RULE.labelBefore,
+      )
+      const foreignAfter = await readSecret(ctx, secrets.foreign)
+      t.ok(
+        foreignAfter && foreignAfter.metadata?.uid === foreignBefore?.metadata?.uid && foreignAfter.metadata?.resourceVersion === foreignBefore?.metadata?.resourceVersion,
+        `Secret ${ns}/${secrets.foreign} untouched: same uid and resourceVersion (nothing was written), label ${MANAGED_BY} ${foreignAfter?.metadata?.labels?.[MANAGED_BY] ?? '(none)'}`,
+      )
+
+      // -- its own Secret: deleted (RBAC grants delete here; the policy allows a labelled one)
+      const deleted = await attempt((o) => asWriter.deleteNamespacedSecret({ namespace: ns, name: secrets.own }, o))
+      t.ok(deleted.ok, `DELETE of its own Secret ${secrets.own} as ${writer} is allowed${deleted.ok ? '' : `: ${describeFailure(deleted.failure)}`}`)
+      t.equal(await readSecret(ctx, secrets.own), undefined, `Secret ${ns}/${secrets.own} is gone`)
+
+      const checked = await getOrUndefined((o) => ctx.apis.admission.readValidatingAdmissionPolicy({ name }, o))
+      const warnings = checked?.status?.typeChecking?.expressionWarnings ?? []
+      if (warnings.length > 0) t.comment(`the apiserver's type check of the policy warns: ${warnings.map((w) => `${w.fieldRef}: ${w.warning}`).join(' | ')}`)
+      done(
+        t,
+        `Secret-write fence (${version}): as ${writer}, ${secrets.refused} → 403 (name); ${secrets.own} labelled → created, updated, label removal 403, deleted; ` +
+          `foreign ${secrets.foreign} → update adding the label 403, delete 403; the suite's own user unaffected`,
+      )
+    } catch (err) {
+      t.fail(`Secret-write fence scenario: ${failureLine(err)}`)
+      done(t, `Secret-write fence: ${failureLine(err)}`)
+    }
   })
 
   // Last: it stops the s3rver.

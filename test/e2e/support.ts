@@ -1,6 +1,7 @@
 /**
- * Helpers of the end-to-end suite (test/e2e/restore.e2e.test.ts): environment, cluster access,
- * VolSync CRDs, the S3 store, the webhook registration and an ordered, error-tolerant cleanup.
+ * Helpers of the end-to-end suite (test/e2e/restore.e2e.test.ts): environment, cluster access
+ * (and impersonation), Leases and the leader metric, VolSync CRDs, the S3 store, the webhook
+ * registration, the Secret-write policy and an ordered, error-tolerant cleanup.
  *
  * Everything here talks to a real kube-apiserver (any v1.32-ish cluster: kind, k3d, or a bare
  * apiserver with kube-controller-manager: the orphan scenario waits for its garbage collector) and
@@ -21,6 +22,7 @@ import S3rver from 's3rver'
 import YAML from 'yaml'
 import { withDeadline } from '../../src/kube/deadline.js'
 import { writeResticRepository, type SnapshotSpec } from '../../src/storage/restic/writer.js'
+import { find, parseMetrics, scrape } from '../helpers/metrics.js'
 
 // ---------------------------------------------------------------------------------------------
 // Errors and API calls
@@ -229,6 +231,11 @@ export interface Apis {
   ext: k8s.ApiextensionsV1Api
   admission: k8s.AdmissionregistrationV1Api
   storage: k8s.StorageV1Api
+  /** Leases (leader election). */
+  coordination: k8s.CoordinationV1Api
+  rbac: k8s.RbacAuthorizationV1Api
+  /** GET /version. */
+  version: k8s.VersionApi
 }
 
 export function makeApis(kc: k8s.KubeConfig): Apis {
@@ -239,6 +246,180 @@ export function makeApis(kc: k8s.KubeConfig): Apis {
     ext: kc.makeApiClient(k8s.ApiextensionsV1Api),
     admission: kc.makeApiClient(k8s.AdmissionregistrationV1Api),
     storage: kc.makeApiClient(k8s.StorageV1Api),
+    coordination: kc.makeApiClient(k8s.CoordinationV1Api),
+    rbac: kc.makeApiClient(k8s.RbacAuthorizationV1Api),
+    version: kc.makeApiClient(k8s.VersionApi),
+  }
+}
+
+/**
+ * A copy of `kc` (same cluster, same credentials) whose requests act as `username`: client-node 1.x
+ * sends a user's `impersonateUser` (kubeconfig `as:`) as the Impersonate-User header on every
+ * request (KubeConfig.applyHTTPSOptions, copied into each request by applySecurityAuthentication).
+ * The apiserver then authorizes and admits the request as that user; for a ServiceAccount's name
+ * (system:serviceaccount:<ns>:<name>) it adds the groups system:serviceaccounts,
+ * system:serviceaccounts:<ns> and system:authenticated. The user of `kc` needs the verb
+ * `impersonate` on serviceaccounts in that namespace (cluster-admin has it).
+ */
+export function impersonating(kc: k8s.KubeConfig, username: string): k8s.KubeConfig {
+  const context = kc.getContextObject(kc.getCurrentContext())
+  const cluster = kc.getCurrentCluster()
+  const user = kc.getCurrentUser()
+  if (!context || !cluster || !user) throw new E2EError(`cannot impersonate ${username}: the current context ${JSON.stringify(kc.getCurrentContext())} has no cluster or user`)
+  const out = new k8s.KubeConfig()
+  out.loadFromOptions({ clusters: [cluster], users: [{ ...user, impersonateUser: username }], contexts: [context], currentContext: context.name })
+  return out
+}
+
+// ---------------------------------------------------------------------------------------------
+// Leader election: Leases and the smart_restore_leader metric
+
+/** The fields of a coordination.k8s.io/v1 Lease that leader election writes, times in ms. */
+export interface LeaseView {
+  holder?: string
+  durationSeconds?: number
+  transitions?: number
+  acquireMs?: number
+  renewMs?: number
+  resourceVersion?: string
+}
+
+/** A MicroTime as client-node 1.4 hands it back: its serializer does not know V1MicroTime, so a string (a Date, should that change). */
+const microTimeMs = (v: unknown): number | undefined => {
+  if (v === undefined || v === null) return undefined
+  const ms = v instanceof Date ? v.getTime() : Date.parse(String(v))
+  return Number.isFinite(ms) ? ms : undefined
+}
+
+/** The Lease through coordination.k8s.io/v1, undefined when it does not exist; E2EError when it cannot be read. */
+export async function readLease(apis: Apis, namespace: string, name: string): Promise<LeaseView | undefined> {
+  let lease: k8s.V1Lease | undefined
+  try {
+    lease = await getOrUndefined((o) => apis.coordination.readNamespacedLease({ namespace, name }, o))
+  } catch (err) {
+    const f = kubeFailure(err)
+    throw new E2EError(`cannot read Lease ${namespace}/${name} (coordination.k8s.io/v1): ${f.code ? `HTTP ${f.code}: ` : ''}${f.message} (the user of KUBECONFIG must be able to get leases)`)
+  }
+  if (!lease) return undefined
+  const spec = lease.spec ?? {}
+  const view: LeaseView = {}
+  if (spec.holderIdentity) view.holder = spec.holderIdentity
+  if (spec.leaseDurationSeconds !== undefined) view.durationSeconds = spec.leaseDurationSeconds
+  if (spec.leaseTransitions !== undefined) view.transitions = spec.leaseTransitions
+  const acquireMs = microTimeMs(spec.acquireTime)
+  if (acquireMs !== undefined) view.acquireMs = acquireMs
+  const renewMs = microTimeMs(spec.renewTime)
+  if (renewMs !== undefined) view.renewMs = renewMs
+  if (lease.metadata?.resourceVersion) view.resourceVersion = lease.metadata.resourceVersion
+  return view
+}
+
+/** e.g. `holder a, leaseDurationSeconds 4, leaseTransitions 1, renewed 2025-...Z, resourceVersion 123`. */
+export function describeLease(l: LeaseView | undefined): string {
+  if (!l) return 'it does not exist'
+  return [
+    `holder ${l.holder ?? '(none: released)'}`,
+    `leaseDurationSeconds ${l.durationSeconds ?? '(none)'}`,
+    `leaseTransitions ${l.transitions ?? '(none)'}`,
+    l.acquireMs !== undefined ? `acquired ${new Date(l.acquireMs).toISOString()}` : 'no acquireTime',
+    l.renewMs !== undefined ? `renewed ${new Date(l.renewMs).toISOString()}` : 'no renewTime',
+    `resourceVersion ${l.resourceVersion ?? '?'}`,
+  ].join(', ')
+}
+
+/** The smart_restore_leader samples of a service's /metrics as `identity=value`, e.g. ["a=1"]; or why they could not be read. */
+export async function leaderMetric(metricsUrl: string | undefined): Promise<string[]> {
+  if (!metricsUrl) return ['(no metrics listener)']
+  try {
+    const { status, body } = await scrape(metricsUrl)
+    if (status !== 200) return [`(GET ${metricsUrl}: HTTP ${status})`]
+    return find(parseMetrics(body), 'smart_restore_leader').map((s) => `${s.labels.identity ?? '(no identity)'}=${s.value}`)
+  } catch (err) {
+    return [`(GET ${metricsUrl} failed: ${(err as Error).message})`]
+  }
+}
+
+// ---------------------------------------------------------------------------------------------
+// The Secret-write fence: deploy/base/secret-write-policy.yaml
+
+export const SECRET_POLICY_FILE = 'deploy/base/secret-write-policy.yaml'
+/** The only user the policy's matchConditions let it judge (rbac.yaml: ServiceAccount smart-restore/smart-restore). */
+export const SECRET_POLICY_USER = 'system:serviceaccount:smart-restore:smart-restore'
+
+/**
+ * The cluster's minor version and whether it serves ValidatingAdmissionPolicy(Binding) in
+ * admissionregistration.k8s.io/v1 (GA, on by default, from Kubernetes 1.30). `skip` says why the
+ * fence cannot be shown here.
+ */
+export async function admissionPolicySupport(apis: Apis): Promise<{ version: string; skip?: string }> {
+  const info = await call((o) => apis.version.getCode({}, o))
+  const version = info.gitVersion || `v${info.major}.${info.minor}`
+  // "30", or "30+" on some distributions.
+  const major = Number.parseInt(info.major, 10)
+  const minor = Number.parseInt(info.minor, 10)
+  if (!(major > 1 || (major === 1 && minor >= 30))) {
+    return { version, skip: `the cluster is ${version}: ValidatingAdmissionPolicy is admissionregistration.k8s.io/v1 from Kubernetes 1.30 on (on older clusters deploy/components/without-secret-write-policy leaves the fence out)` }
+  }
+  const served = await call((o) => apis.admission.getAPIResources({}, o))
+  const names = (served.resources ?? []).map((r) => r.name)
+  const missing = ['validatingadmissionpolicies', 'validatingadmissionpolicybindings'].filter((n) => !names.includes(n))
+  if (missing.length > 0) {
+    return { version, skip: `the apiserver (${version}) does not serve ${missing.join(', ')} in admissionregistration.k8s.io/v1 (disabled with --runtime-config?)` }
+  }
+  return { version }
+}
+
+/**
+ * deploy/base/secret-write-policy.yaml as the suite applies it: both objects renamed `name` (the
+ * binding pointing at the renamed policy), labelled as the suite's, and the username in the
+ * policy's matchConditions replaced by `username`. Every other field (rules, variables,
+ * validations, messages, failurePolicy, validationActions) is the file's own. E2EError when the
+ * file no longer has the shape this relies on.
+ */
+export function e2eSecretWritePolicy(args: { file?: string; name: string; username: string; runId: string }): {
+  policy: k8s.V1ValidatingAdmissionPolicy
+  binding: k8s.V1ValidatingAdmissionPolicyBinding
+} {
+  const file = args.file ?? SECRET_POLICY_FILE
+  const docs = YAML.parseAllDocuments(readFileSync(file, 'utf8'))
+  const broken = docs.find((d) => d.errors.length > 0)
+  if (broken) throw new E2EError(`${file} is not valid YAML: ${broken.errors[0]!.message}`)
+  const objects = docs.map((d) => d.toJS() as { kind?: string } | null).filter((o): o is { kind?: string } => o !== null)
+  const policies = objects.filter((o) => o.kind === 'ValidatingAdmissionPolicy') as k8s.V1ValidatingAdmissionPolicy[]
+  const bindings = objects.filter((o) => o.kind === 'ValidatingAdmissionPolicyBinding') as k8s.V1ValidatingAdmissionPolicyBinding[]
+  if (policies.length !== 1 || bindings.length !== 1) {
+    throw new E2EError(`${file} must hold one ValidatingAdmissionPolicy and one ValidatingAdmissionPolicyBinding; it holds ${policies.length} and ${bindings.length}`)
+  }
+  const policy = policies[0]!
+  const binding = bindings[0]!
+  if (binding.spec?.policyName !== policy.metadata?.name) {
+    throw new E2EError(`${file}: the binding's spec.policyName ${JSON.stringify(binding.spec?.policyName)} is not the policy's name ${JSON.stringify(policy.metadata?.name)}`)
+  }
+  const quoted = `'${SECRET_POLICY_USER}'`
+  const conditions = policy.spec?.matchConditions ?? []
+  const naming = conditions.filter((c) => c.expression.includes(quoted))
+  if (naming.length !== 1 || naming[0]!.expression.split(quoted).length !== 2) {
+    throw new E2EError(
+      `${file}: expected exactly one matchCondition naming ${quoted} once, which the suite replaces with its own ServiceAccount; found ${JSON.stringify(conditions.map((c) => c.expression))}. Update the suite with the policy`,
+    )
+  }
+  naming[0]!.expression = naming[0]!.expression.replace(quoted, `'${args.username}'`)
+  const labels = { 'app.kubernetes.io/part-of': 'smart-restore-e2e', 'smart-restore.io/e2e-run': args.runId }
+  policy.metadata = { name: args.name, labels: { ...(policy.metadata?.labels ?? {}), ...labels } }
+  binding.metadata = { name: args.name, labels: { ...(binding.metadata?.labels ?? {}), ...labels } }
+  binding.spec = { ...binding.spec, policyName: args.name }
+  return { policy, binding }
+}
+
+/** What the apiserver keeps of a policy's CEL: matchConditions, variables, validations (to compare sent with registered). */
+export function policyExpressions(p: k8s.V1ValidatingAdmissionPolicy | undefined): unknown {
+  const s = p?.spec
+  return {
+    failurePolicy: s?.failurePolicy,
+    matchConditions: (s?.matchConditions ?? []).map((c) => ({ name: c.name, expression: c.expression })),
+    variables: (s?.variables ?? []).map((v) => ({ name: v.name, expression: v.expression })),
+    validations: (s?.validations ?? []).map((v) => ({ expression: v.expression, reason: v.reason, message: v.message, messageExpression: v.messageExpression })),
+    resourceRules: (s?.matchConstraints?.resourceRules ?? []).map((r) => ({ apiGroups: r.apiGroups, apiVersions: r.apiVersions, resources: r.resources, operations: r.operations })),
   }
 }
 
