@@ -4,10 +4,12 @@
 #
 #   docker build -t smart-restore:0.1.0 .
 #
-# Three stages: `build` compiles TypeScript with every dependency; `deps` installs the production
-# dependencies only; the runtime image is distroless (no shell, no package manager) with Node.js,
-# dist/ and those dependencies, running as uid 65532.
-#
+# Two stages: `build` installs every dependency and runs `npm run build` (scripts/build.mjs: one
+# esbuild bundle of the service and the CLI, dependencies included, minified, with source maps);
+# the runtime image is distroless (no shell, no package manager) with Node.js and that dist/ alone —
+# no node_modules: the bundle carries what it uses — running as uid 65532. `npm start` and
+# `npm run bench` run the same build (test/deploy/image.test.ts holds them together).
+
 # Read-only root filesystem: nothing is written at run time outside /tmp (an emptyDir in
 # deploy/base/deployment.yaml). The service reads its certificate from /tls and its configuration
 # from /config. The one place it writes a file on its own, .dev/tls/ca.crt, is only when it generates
@@ -16,7 +18,7 @@
 # the image with store.type `local` and its default directory: that path creates .dev/backups
 # under /app and fails on a read-only filesystem (deploy/ configures store.type s3).
 
-# Node.js 24 is the current Active LTS. Build, deps and runtime use the same major version.
+# Node.js 24 is the current Active LTS. Build and runtime use the same major version.
 ARG NODE_MAJOR=24
 
 FROM node:${NODE_MAJOR}-bookworm-slim AS build
@@ -24,18 +26,15 @@ WORKDIR /app
 # Dependencies first, so source changes do not invalidate the npm ci layer.
 COPY package.json package-lock.json ./
 RUN npm ci --no-audit --no-fund
-COPY tsconfig.json tsconfig.build.json ./
+# tsconfig.json: esbuild reads its compiler options, as it does for `npm run build` on a checkout.
+COPY tsconfig.json ./
+COPY scripts/build.mjs ./scripts/
 COPY src ./src
-# tsc -p tsconfig.build.json → dist/src/main.js (rootDir "."; CMD below runs that file).
+# scripts/build.mjs → dist/src/main.js (the CMD below), dist/src/cli/main.js, dist/chunks/,
+# dist/package.json ("type": "module") and dist/THIRD-PARTY-LICENSES.txt.
 RUN npm run build
 
-FROM node:${NODE_MAJOR}-bookworm-slim AS deps
-WORKDIR /app
-COPY package.json package-lock.json ./
-# Production dependencies only; no install scripts are needed by any of them.
-RUN npm ci --omit=dev --ignore-scripts --no-audit --no-fund && npm cache clean --force
-
-# Distroless Node.js, Debian 12 (glibc, like the bookworm build stages), `nonroot` variant.
+# Distroless Node.js, Debian 12 (glibc, like the bookworm build stage), `nonroot` variant.
 FROM gcr.io/distroless/nodejs${NODE_MAJOR}-debian12:nonroot
 WORKDIR /app
 ENV NODE_ENV=production
@@ -43,12 +42,12 @@ ENV NODE_ENV=production
 # explicitly, found through PATH (/nodejs/bin is where distroless installs it).
 ENV PATH=/nodejs/bin:/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin
 ENTRYPOINT []
-# package.json: its "type": "module" makes Node load dist/**/*.js as ES modules.
-COPY --from=deps /app/package.json ./package.json
-COPY --from=deps /app/node_modules ./node_modules
-COPY --from=build /app/dist/src ./dist/src
+# The build, and nothing else: dependencies are inside the bundle, and dist/package.json makes Node
+# load dist/**/*.js as ES modules.
+COPY --from=build /app/dist ./dist
 # Owned by root and not writable by the service: the code cannot be changed at run time.
 # Numeric uid:gid (distroless's nonroot), so Kubernetes' runAsNonRoot can verify it.
 USER 65532:65532
 EXPOSE 8443 9090
+# The CLI is in the image too: `kubectl exec deploy/smart-restore -- node dist/src/cli/main.js status`.
 CMD ["node", "dist/src/main.js"]

@@ -37,14 +37,19 @@ import { fork, spawnSync, type ChildProcess } from 'node:child_process'
 import { existsSync, mkdtempSync, openSync, closeSync, readSync, fstatSync, writeFileSync, rmSync, mkdirSync, readdirSync, readFileSync } from 'node:fs'
 import { Agent, request as httpsRequest } from 'node:https'
 import { loadavg, tmpdir } from 'node:os'
-import { dirname, join } from 'node:path'
-import { fileURLToPath } from 'node:url'
+import { createServer as createNetServer, type AddressInfo } from 'node:net'
+import { dirname, join, relative, sep } from 'node:path'
+import { fileURLToPath, pathToFileURL } from 'node:url'
 import { Worker } from 'node:worker_threads'
 import { randomBytes } from 'node:crypto'
 import { S3Client, PutObjectCommand } from '@aws-sdk/client-s3'
 import { parseAllDocuments } from 'yaml'
+import type { Metafile } from 'esbuild'
+import { buildAll, ROOT, SERVICE_ENTRY } from '../scripts/build.mjs'
+import { generateCertificates } from '../src/tls/certificates.js'
 import { startFakeApiServer, type RecordedRequest } from '../test/helpers/fake-apiserver.js'
 import { BUCKET, S3RVER_KEY, startS3rver } from '../test/helpers/storage-servers.js'
+import { installRestorePrerequisites } from '../test/helpers/restore-prerequisites.js'
 import { constantBody, makeTemplate, nameOf, render, type BodyTemplate, type Naming } from './lib/bodies.js'
 import { cpuMsOf, machine, machineBusyMs, memoryOf } from './lib/proc.js'
 import { startProxy, type ConnectionClass } from './lib/proxy.js'
@@ -52,6 +57,7 @@ import { fmt, fmtInt, percentiles } from './lib/stats.js'
 import { markdownTable, textTable } from './lib/tables.js'
 import { measureResticProbe, resticHeader, resticLegend, resticMarkdown, resticNotes, resticTable, resticTargets, type ResticFigures } from './restic-probe.js'
 import type { BurstJob, BurstResult, LoadJob, LoadResult } from './load-worker.js'
+import type { ProbeMemory } from './serve.js'
 
 const here = dirname(fileURLToPath(import.meta.url))
 const env = process.env
@@ -64,6 +70,8 @@ const RESTORE_SEEDS = num('BENCH_RESTORE_SEEDS', 4000)
 const S3_LATENCY_MS = num('BENCH_S3_LATENCY_MS', 20)
 const RESTIC_RUNS = num('BENCH_RESTIC_RUNS', 5)
 const RESTIC_CONCURRENT = num('BENCH_RESTIC_CONCURRENT', 8)
+const SMALL_PVCS = num('BENCH_SMALL_PVCS', 100)
+const RESTARTS = num('BENCH_RESTARTS', 3)
 const BURST = 200
 const CPU_PROF = env.BENCH_CPU_PROF === '1'
 const ONLY = env.BENCH_ONLY ? new Set(env.BENCH_ONLY.split(',').map((x) => x.trim())) : undefined
@@ -136,6 +144,9 @@ log(`s3rver: ${RESTORE_SEEDS} snapshots seeded for the restore scenario in ${((D
 
 const api = await startFakeApiServer()
 cleanups.push(() => api.close())
+// What a restore needs (the VolumePopulator and snapshot APIs, StorageClasses): the restore preflight
+// refuses a restore VolSync could not populate.
+installRestorePrerequisites(api)
 const apiPort = Number(new URL(api.url).port)
 const apiProxy = await startProxy(apiPort)
 cleanups.push(() => apiProxy.close())
@@ -200,50 +211,80 @@ for (let i = 0; i < PVCS; i++) {
 }
 log(`fake apiserver: ${PVCS} PVCs and ${PVCS} ReplicationSources (${Array.from({ length: PVCS }, (_, i) => i).filter(inFlight).length} syncing) loaded in ${((Date.now() - loadStarted) / 1000).toFixed(1)} s`)
 
-const kubeconfigFile = join(work, 'kubeconfig')
-writeFileSync(
-  kubeconfigFile,
-  `apiVersion: v1
+/** A kubeconfig for the service: token auth, plain HTTP, pointed at `server`. */
+function writeKubeconfig(file: string, server: string, token: string): string {
+  writeFileSync(
+    file,
+    `apiVersion: v1
 kind: Config
 clusters:
 - name: fake
   cluster:
-    server: ${apiProxy.url}
+    server: ${server}
     insecure-skip-tls-verify: true
 users:
 - name: fake
   user:
-    token: ${api.token}
+    token: ${token}
 contexts:
 - name: fake
   context: { cluster: fake, user: fake }
 current-context: fake
 `,
-)
-const configFile = join(work, 'config.json')
-writeFileSync(
-  configFile,
-  JSON.stringify(
-    {
-      server: { host: '127.0.0.1', port: 0, metricsPort: 0 },
-      store: {
-        type: 's3',
-        s3: { endpoint: s3proxy.url, region: 'us-east-1', bucket: BUCKET, forcePathStyle: true, accessKeyId: S3RVER_KEY, secretAccessKey: S3RVER_KEY },
-        // The admission scenarios measure list mode (one LIST per cold decision; their seeded snapshot
-        // files are stand-ins, not restic repositories). The default mode, restic, is measured on its
-        // own after them (bench/restic-probe.ts), with list mode as its baseline.
-        probe: { mode: 'list' },
+  )
+  return file
+}
+const kubeconfigFile = writeKubeconfig(join(work, 'kubeconfig'), apiProxy.url, api.token)
+
+// The serving certificate, as deployed: files (the Deployment mounts the Secret smart-restore-tls),
+// so the service never generates a development certificate (and never loads `selfsigned`).
+const tls = await generateCertificates(['localhost', '127.0.0.1'], 30)
+const tlsCertFile = join(work, 'tls.crt')
+const tlsKeyFile = join(work, 'tls.key')
+writeFileSync(tlsCertFile, tls.cert)
+writeFileSync(tlsKeyFile, tls.key, { mode: 0o600 })
+
+/** A free TCP port on loopback (the service is given fixed ports: the runner must know its URL). */
+function freePort(): Promise<number> {
+  return new Promise((resolve, reject) => {
+    const srv = createNetServer()
+    srv.once('error', reject)
+    srv.listen(0, '127.0.0.1', () => {
+      const { port } = srv.address() as AddressInfo
+      srv.close(() => resolve(port))
+    })
+  })
+}
+
+/** The service's configuration file (SMART_RESTORE_CONFIG), with its own ports. */
+async function writeServiceConfig(file: string, s3Endpoint: string): Promise<string> {
+  writeFileSync(
+    file,
+    JSON.stringify(
+      {
+        // No shutdown delay: `stop` (SIGTERM) closes at once.
+        server: { host: '127.0.0.1', port: await freePort(), metricsPort: await freePort(), tlsCertFile, tlsKeyFile, shutdownDelayMs: 0 },
+        store: {
+          type: 's3',
+          s3: { endpoint: s3Endpoint, region: 'us-east-1', bucket: BUCKET, forcePathStyle: true, accessKeyId: S3RVER_KEY, secretAccessKey: S3RVER_KEY },
+          // The admission scenarios measure list mode (one LIST per cold decision; their seeded snapshot
+          // files are stand-ins, not restic repositories). The default mode, restic, is measured on its
+          // own after them (bench/restic-probe.ts), with list mode as its baseline.
+          probe: { mode: 'list' },
+        },
+        kube: { mode: 'cluster' },
+        // On, as deployed: its PVC watch is what puts the 10,000 PVCs in the watched caches. It writes
+        // nothing here (the PVCs carry no tier label and their ReplicationSources are not smart-restore's).
+        reconciler: { enabled: env.BENCH_RECONCILER !== '0' },
+        logLevel: env.BENCH_LOG_LEVEL ?? 'info',
       },
-      kube: { mode: 'cluster' },
-      // On, as deployed: its PVC watch is what puts the 10,000 PVCs in the watched caches. It writes
-      // nothing here (the PVCs carry no tier label and their ReplicationSources are not smart-restore's).
-      reconciler: { enabled: env.BENCH_RECONCILER !== '0' },
-      logLevel: env.BENCH_LOG_LEVEL ?? 'info',
-    },
-    null,
-    2,
-  ),
-)
+      null,
+      2,
+    ),
+  )
+  return file
+}
+const configFile = await writeServiceConfig(join(work, 'config.json'), s3proxy.url)
 
 // ---------------------------------------------------------------------------------------------
 // Children
@@ -252,39 +293,73 @@ interface Child {
   pid: number
   url: string
   caCert?: string
-  rssAfterImports?: number
   logFile: string
   ask<T>(type: string, payload?: Record<string, unknown>): Promise<T>
   stop(): Promise<void>
 }
 
+const BUILD = join(here, '.build')
+/** `npm run build`'s output, written by the same script with the same options (scripts/build.mjs). */
+const SERVICE_DIR = join(BUILD, 'service')
+const SERVICE_FILE = join(SERVICE_DIR, SERVICE_ENTRY)
+/** The bench's own helpers (the baseline server, the in-process probe), built with the same options. */
+const HELPERS_DIR = join(BUILD, 'helpers')
+const PROBE_FILE = join(HELPERS_DIR, 'serve.js')
+/** JavaScript the service loads at startup (the static imports of its entry), by package. */
+let loadedCode: { files: number; bytes: number; lazyBytes: number; byPackage: Array<[string, number]> } | undefined
 
-/**
- * The children run compiled, with plain `node`, as the image runs `node dist/src/main.js`: under tsx
- * the loader's own thread and transforms add ~70 MiB to the RSS being measured. bench/tsconfig.build.json
- * compiles src/ (as it is now) and the two entry points into bench/.build.
- */
-function compile(): void {
-  if (env.BENCH_NO_COMPILE === '1' && existsSync(join(here, '.build', 'bench', 'serve.js'))) {
-    log('BENCH_NO_COMPILE=1: running the service as compiled before, in bench/.build')
-    return
+/** The files the service entry loads before it runs (static imports, transitively), from the build's metafile. */
+function staticCode(metafile: Metafile, entry: string): NonNullable<typeof loadedCode> {
+  const outputs = metafile.outputs
+  const key = (abs: string) => relative(ROOT, abs).split(sep).join('/')
+  const seen = new Set<string>()
+  const stack = [key(entry)]
+  while (stack.length) {
+    const f = stack.pop()!
+    if (seen.has(f) || !outputs[f]) continue
+    seen.add(f)
+    for (const i of outputs[f]!.imports) if (i.kind === 'import-statement' && !i.external) stack.push(i.path)
   }
-  const t = Date.now()
-  const out = spawnSync(process.execPath, [join(here, '..', 'node_modules', 'typescript', 'bin', 'tsc'), '-p', join(here, 'tsconfig.build.json')], { encoding: 'utf8' })
-  if (out.status !== 0) {
-    // tsc still writes its output; a type error elsewhere in src/ (edited meanwhile) does not stop the run.
-    log(`tsc reported errors (output written anyway):\n${out.stdout}${out.stderr}`)
-    if (!existsSync(join(here, '.build', 'bench', 'serve.js'))) throw new Error('compiling the service failed')
+  const byPackage = new Map<string, number>()
+  let bytes = 0
+  for (const f of seen) {
+    bytes += outputs[f]!.bytes
+    for (const [input, v] of Object.entries(outputs[f]!.inputs)) {
+      const pkg = /node_modules\/((?:@[^/]+\/)?[^/]+)\//.exec(input)?.[1] ?? (input.startsWith('src/') ? 'src/ (smart-restore)' : input)
+      byPackage.set(pkg, (byPackage.get(pkg) ?? 0) + v.bytesInOutput)
+    }
   }
-  log(`compiled src/ and the bench entry points into bench/.build in ${((Date.now() - t) / 1000).toFixed(1)} s`)
+  const all = Object.entries(outputs).filter(([f]) => f.startsWith(key(SERVICE_DIR)) && f.endsWith('.js') && !f.includes('/src/cli/'))
+  const lazyBytes = all.filter(([f]) => !seen.has(f)).reduce((a, [, o]) => a + o.bytes, 0)
+  return { files: seen.size, bytes, lazyBytes, byPackage: [...byPackage].sort((a, b) => b[1] - a[1]) }
 }
 
 /**
+ * The service is built by scripts/build.mjs — the script, entry points and options of `npm run build`
+ * — into bench/.build/service, and run from there as the image runs dist/ (under tsx the loader's own
+ * thread and transforms would add ~70 MiB to the RSS being measured). The bench's helpers are built
+ * with the same options into bench/.build/helpers.
+ */
+async function compile(): Promise<void> {
+  if (env.BENCH_NO_COMPILE === '1' && existsSync(SERVICE_FILE) && existsSync(PROBE_FILE)) {
+    log('BENCH_NO_COMPILE=1: running the service as built before, in bench/.build/service')
+    return
+  }
+  const t = Date.now()
+  const metafile = await buildAll({ outdir: SERVICE_DIR })
+  loadedCode = staticCode(metafile, SERVICE_FILE)
+  await buildAll({ outdir: HELPERS_DIR, entryPoints: { baseline: 'bench/baseline.ts', serve: 'bench/serve.ts' } })
+  log(`built the service (scripts/build.mjs, as npm run build) into bench/.build/service and the bench helpers in ${((Date.now() - t) / 1000).toFixed(1)} s; the service loads ${(loadedCode.bytes / 1024).toFixed(0)} KiB of JavaScript at startup`)
+}
+
+const DEPLOYMENT = join(here, '..', 'deploy', 'base', 'deployment.yaml')
+/**
  * The NODE_OPTIONS the Deployment gives the service (deploy/base/deployment.yaml): its memory is
- * measured as it runs in a cluster (the old-generation cap changes how far the heap grows).
+ * measured as it runs in a cluster (the young generation's size and the old generation's cap change
+ * how far the heap grows).
  */
 function deploymentNodeOptions(): string {
-  const docs = parseAllDocuments(readFileSync(join(here, '..', 'deploy', 'base', 'deployment.yaml'), 'utf8')).map((d) => d.toJS())
+  const docs = parseAllDocuments(readFileSync(DEPLOYMENT, 'utf8')).map((d) => d.toJS())
   const deployment = docs.find((d) => d?.kind === 'Deployment')
   const value = deployment?.spec?.template?.spec?.containers?.[0]?.env?.find((e: { name: string }) => e.name === 'NODE_OPTIONS')?.value
   if (typeof value !== 'string') throw new Error('deploy/base/deployment.yaml: the container sets no NODE_OPTIONS')
@@ -292,32 +367,84 @@ function deploymentNodeOptions(): string {
 }
 const SERVICE_NODE_OPTIONS = env.BENCH_SERVICE_NODE_OPTIONS ?? deploymentNodeOptions()
 
-async function startChild(script: string, name: string, childEnv: Record<string, string>): Promise<Child> {
+/** The runtime stage's ENV of the Dockerfile (NODE_ENV=production), but PATH: the image's environment. */
+function imageEnv(): Record<string, string> {
+  const lines = readFileSync(join(here, '..', 'Dockerfile'), 'utf8').split('\n').map((l) => l.trim())
+  const runtime = lines.slice(lines.map((l) => /^FROM /i.test(l)).lastIndexOf(true))
+  const out: Record<string, string> = {}
+  for (const l of runtime) {
+    const m = /^ENV\s+([A-Za-z_][A-Za-z0-9_]*)=(\S+)$/.exec(l)
+    if (m && m[1] !== 'PATH') out[m[1]!] = m[2]!
+  }
+  return out
+}
+const IMAGE_ENV = imageEnv()
+/** How the service process is started: the image's environment, the Deployment's NODE_OPTIONS, the probe first. */
+const serviceEnv = (extra: Record<string, string>) => ({ ...process.env, ...IMAGE_ENV, ...extra, NODE_OPTIONS: SERVICE_NODE_OPTIONS })
+// --expose-gc only lets the runner ask for one full collection at the very end (live data vs garbage).
+const SERVICE_EXEC_ARGV = ['--expose-gc', '--import', pathToFileURL(PROBE_FILE).href]
+
+/** A keep-alive HTTPS GET (polling /readyz without a TLS handshake each time); resolves with the status, 0 on error. */
+const pollAgents = new Map<string, Agent>()
+cleanups.push(() => pollAgents.forEach((a) => a.destroy()))
+function get(url: string, ca: string | undefined): Promise<number> {
+  const agent = pollAgents.get(ca ?? '') ?? new Agent({ keepAlive: true, maxSockets: 1, ca })
+  pollAgents.set(ca ?? '', agent)
+  return new Promise((resolve) => {
+    const req = httpsRequest(url, { agent, timeout: 5000 }, (res) => {
+      res.resume()
+      res.on('end', () => resolve(res.statusCode ?? 0))
+    })
+    req.on('timeout', () => req.destroy())
+    req.on('error', () => resolve(0))
+    req.end()
+  })
+}
+
+/**
+ * A child process: the baseline (it reports its URL over IPC) or the service (`url` given: its
+ * configured port; it counts as started once /healthz answers 200, i.e. it listens).
+ */
+async function startChild(file: string, name: string, opts: { env: NodeJS.ProcessEnv; execArgv?: string[]; url?: string; caCert?: string }): Promise<Child & { startedAt: number; listeningAt: number }> {
   const logFile = join(work, `${name}.log`)
   const out = openSync(logFile, 'w')
-  const child: ChildProcess = fork(join(here, '.build', 'bench', script), [], {
-    // Its own directory: the service writes its development CA to ./.dev/tls, not into the checkout.
+  const startedAt = performance.now()
+  const child: ChildProcess = fork(file, [], {
+    // Its own directory: nothing the service might write lands in the checkout.
     cwd: work,
-    // --expose-gc only lets the runner ask for one full collection at the very end (live data vs garbage).
-    execArgv: name === 'service' ? ['--expose-gc'] : [],
-    env: { ...process.env, ...childEnv, ...(name === 'service' ? { NODE_OPTIONS: SERVICE_NODE_OPTIONS } : {}) },
+    execArgv: opts.execArgv ?? [],
+    env: opts.env,
     stdio: ['ignore', out, 'pipe', 'ipc'],
   })
   closeSync(out)
   let stderr = ''
   child.stderr?.on('data', (c: Buffer) => (stderr += c.toString()))
-  const ready = await new Promise<{ url: string; caCert?: string; rssAfterImports?: number }>((resolve, reject) => {
+  let exited = false
+  child.once('exit', () => (exited = true))
+  const ready = await new Promise<{ url: string; caCert?: string }>((resolve, reject) => {
     const timer = setTimeout(() => reject(new Error(`${name} did not start within 60 s: ${stderr}`)), 60_000)
     child.once('exit', (code) => reject(new Error(`${name} exited with ${code} before it was ready: ${stderr}`)))
-    child.on('message', (m: { type: string; url: string; caCert?: string; rssAfterImports?: number }) => {
-      if (m.type === 'ready') {
+    if (opts.url) {
+      const url = opts.url
+      const poll = async () => {
+        while (!exited && (await get(`${url}/healthz`, opts.caCert)) !== 200) await new Promise((r) => setTimeout(r, 10))
+        if (exited) return
         clearTimeout(timer)
-        resolve(m)
+        resolve({ url, caCert: opts.caCert })
       }
-    })
+      void poll()
+    } else {
+      child.on('message', (m: { type: string; url: string; caCert?: string }) => {
+        if (m.type === 'ready') {
+          clearTimeout(timer)
+          resolve(m)
+        }
+      })
+    }
   })
+  const listeningAt = performance.now()
   child.removeAllListeners('exit')
-  const exited = new Promise<void>((resolve) => child.once('exit', () => resolve()))
+  const exitedP = new Promise<void>((resolve) => (exited ? resolve() : child.once('exit', () => resolve())))
   const kill = () => {
     if (child.exitCode === null && child.signalCode === null) child.kill('SIGKILL')
   }
@@ -328,8 +455,9 @@ async function startChild(script: string, name: string, childEnv: Record<string,
     pid: child.pid!,
     url: ready.url,
     caCert: ready.caCert,
-    rssAfterImports: ready.rssAfterImports,
     logFile,
+    startedAt,
+    listeningAt,
     ask: <T>(type: string, payload: Record<string, unknown> = {}) =>
       new Promise<T>((resolve) => {
         const on = (m: { type: string }) => {
@@ -344,21 +472,28 @@ async function startChild(script: string, name: string, childEnv: Record<string,
     async stop() {
       child.send({ type: 'stop' })
       const timer = setTimeout(() => child.kill('SIGKILL'), 10_000)
-      await exited
+      await exitedP
       clearTimeout(timer)
     },
   }
 }
 
-function get(url: string, ca: string | undefined): Promise<number> {
-  return new Promise((resolve) => {
-    const req = httpsRequest(url, { ca, agent: false }, (res) => {
-      res.resume()
-      res.on('end', () => resolve(res.statusCode ?? 0))
-    })
-    req.on('error', () => resolve(0))
-    req.end()
-  })
+/** The service as the image runs it, with the bench's probe; resolves once it listens. */
+function startService(name: string, extraEnv: Record<string, string>, configPath: string) {
+  const url = `https://127.0.0.1:${(JSON.parse(readFileSync(configPath, 'utf8')) as { server: { port: number } }).server.port}`
+  return startChild(SERVICE_FILE, name, { env: serviceEnv({ ...extraEnv, SMART_RESTORE_CONFIG: configPath }), execArgv: SERVICE_EXEC_ARGV, url, caCert: tls.caCert })
+}
+
+/**
+ * Memory of a process that loads the probe and `args`, then exits by itself (no IPC): node alone (an
+ * empty script) or the service's modules loaded (dist/src/main.js with a configuration file that does
+ * not exist: every static import evaluated, then exit 2 before anything starts).
+ */
+function memoryAtExit(args: string[], extraEnv: Record<string, string>): ProbeMemory {
+  const file = join(work, `probe-${randomBytes(4).toString('hex')}.json`)
+  const r = spawnSync(process.execPath, ['--import', pathToFileURL(PROBE_FILE).href, ...args], { cwd: work, env: serviceEnv({ ...extraEnv, BENCH_PROBE_EXIT_FILE: file }), encoding: 'utf8', timeout: 60_000 })
+  if (!existsSync(file)) throw new Error(`no memory figures from node ${args.join(' ')} (exit ${r.status}): ${r.stderr}`)
+  return JSON.parse(readFileSync(file, 'utf8')) as ProbeMemory
 }
 
 const sanityAgent = new Agent({ keepAlive: true, rejectUnauthorized: false })
@@ -395,6 +530,8 @@ function onWorker<T>(job: LoadJob | BurstJob): Promise<T> {
 // Counters
 
 const isWatch = (r: RecordedRequest) => r.query.watch === 'true' || r.query.watch === '1'
+/** Leader election (coordination.k8s.io Leases): the replicas' own renewals, every few seconds, never an admission's. */
+const isLease = (r: RecordedRequest) => r.path.startsWith('/apis/coordination.k8s.io/')
 const isDiscovery = (r: RecordedRequest) => r.method === 'GET' && /^\/(version|api|apis)(\/[^/]+){0,2}\/?$/.test(r.path) && !/^\/api\/v1\/[^/]+$/.test(r.path)
 
 interface Snapshot {
@@ -433,19 +570,22 @@ function snapshot(child: Child | undefined, logOffset: number): Snapshot {
 }
 
 interface ApiDelta {
-  /** Requests an admission could have caused: not WATCH streams, not discovery (repeated every minute). */
+  /** Requests an admission could have caused: not WATCH streams, not discovery (repeated every minute), not the Lease. */
   decision: number
   writes: number
   discovery: number
   watch: number
+  /** Leader election: Lease GETs and renewals. */
+  lease: number
   byMethod: Record<string, number>
 }
 
 function apiDelta(from: number, to: number): ApiDelta {
-  const out: ApiDelta = { decision: 0, writes: 0, discovery: 0, watch: 0, byMethod: {} }
+  const out: ApiDelta = { decision: 0, writes: 0, discovery: 0, watch: 0, lease: 0, byMethod: {} }
   for (const r of api.requests.slice(from, to)) {
     if (isWatch(r)) out.watch++
     else if (isDiscovery(r)) out.discovery++
+    else if (isLease(r)) out.lease++
     else {
       out.decision++
       if (r.method !== 'GET') out.writes++
@@ -648,9 +788,117 @@ const freshTemplate = makeTemplate('create.mutating.json', { prefix: `fresh-${RU
 const restoreTemplate = makeTemplate('create.mutating.json', restoreNaming)
 const deleteTemplate = makeTemplate('delete.validating.json', deleteNaming)
 
-compile()
+await compile()
+
+// ---------------------------------------------------------------------------------------------
+// Node alone, the service's code loaded, and a small cluster (a homelab): 100 labelled PVCs
+
+const MiBof = (bytes: number) => bytes / 2 ** 20
+const bareNode = memoryAtExit(['-e', ''], {})
+const modulesLoaded = memoryAtExit([SERVICE_FILE], { SMART_RESTORE_CONFIG: join(work, 'no-such-config.json') })
+log(`memory: node alone ${fmt(MiBof(bareNode.rss), 0)} MiB RSS; the service's modules loaded ${fmt(MiBof(modulesLoaded.rss), 0)} MiB (heap ${fmt(MiBof(modulesLoaded.heapUsed), 1)} MiB used)`)
+
+interface SmallRun {
+  /** Process start → listening (/healthz 200) and → ready (/readyz 200), ms. */
+  listeningMs: number
+  readyMs: number
+  rssReadyMiB: number
+  /** After the reconciler and the readiness refresh settled (no API request for 1 s, at least 3 s). */
+  rssSettledMiB: number
+  peakMiB: number
+  memory: ProbeMemory
+  apiRequests: number
+  apiWrites: number
+}
+interface SmallFigures {
+  pvcs: number
+  first: SmallRun
+  restarts: SmallRun[]
+}
+
+/**
+ * 100 PVCs labelled with a tier (backup=hourly|daily|weekly) in 10 namespaces, Bound, no backups in
+ * S3 yet. The first start writes their ReplicationSources (and repository Secrets); each restart
+ * then finds everything in place, as a homelab's webhook does after a rollout or a node drain. The
+ * service runs exactly as in phase two (the image's build, environment and NODE_OPTIONS), against a
+ * fake apiserver of its own and s3rver directly.
+ */
+async function smallCluster(): Promise<SmallFigures | undefined> {
+  if (ONLY && !ONLY.has('small')) return undefined
+  const small = await startFakeApiServer()
+  try {
+    installRestorePrerequisites(small)
+    for (const name of ['smart-restore', ...Array.from({ length: 10 }, (_, i) => `home-${String(i).padStart(2, '0')}`)]) {
+      small.objects.put(NS, { apiVersion: 'v1', kind: 'Namespace', metadata: { name }, status: { phase: 'Active' } })
+    }
+    small.objects.put('/api/v1/secrets', {
+      apiVersion: 'v1',
+      kind: 'Secret',
+      metadata: { name: 'smart-restore-restic', namespace: 'smart-restore' },
+      data: { RESTIC_PASSWORD: b64('bench-password'), AWS_ACCESS_KEY_ID: b64(S3RVER_KEY), AWS_SECRET_ACCESS_KEY: b64(S3RVER_KEY) },
+    })
+    const tiers = ['hourly', 'daily', 'weekly']
+    for (let i = 0; i < SMALL_PVCS; i++) {
+      const name = `data-${i}`
+      const namespace = `home-${String(i % 10).padStart(2, '0')}`
+      small.objects.put(PVC, {
+        apiVersion: 'v1',
+        kind: 'PersistentVolumeClaim',
+        metadata: { name, namespace, labels: { backup: tiers[i % 3]!, 'app.kubernetes.io/name': `app-${i}` }, finalizers: ['kubernetes.io/pvc-protection'] },
+        spec: { accessModes: ['ReadWriteOnce'], resources: { requests: { storage: '5Gi' } }, storageClassName: 'longhorn', volumeMode: 'Filesystem', volumeName: `pvc-small-${RUN}-${i}` },
+        status: { phase: 'Bound', accessModes: ['ReadWriteOnce'], capacity: { storage: '5Gi' } },
+      })
+    }
+    const kubeconfig = writeKubeconfig(join(work, 'kubeconfig-small'), small.url, small.token)
+    const config = await writeServiceConfig(join(work, 'config-small.json'), s3.endpoint)
+    const runOnce = async (n: number): Promise<SmallRun> => {
+      const from = small.requests.length
+      const svc = await startService(`small-${n}`, { KUBECONFIG: kubeconfig }, config)
+      const listeningMs = svc.listeningAt - svc.startedAt
+      const deadline = Date.now() + 60_000
+      while ((await get(`${svc.url}/readyz`, svc.caCert)) !== 200) {
+        if (Date.now() > deadline) throw new Error('small cluster: the service did not become ready within 60 s')
+        await new Promise((r) => setTimeout(r, 10))
+      }
+      const readyMs = performance.now() - svc.startedAt
+      const rssReadyMiB = memoryOf(svc.pid).rssMiB
+      // Settled: the reconciler and the readiness refresh have done their first pass.
+      const settleStart = Date.now()
+      let last = small.requests.length
+      let quietSince = Date.now()
+      while (Date.now() - settleStart < 30_000 && (Date.now() - settleStart < 3000 || Date.now() - quietSince < 1000)) {
+        await new Promise((r) => setTimeout(r, 100))
+        if (small.requests.length !== last) {
+          last = small.requests.length
+          quietSince = Date.now()
+        }
+      }
+      const mem = memoryOf(svc.pid)
+      const { memory } = await svc.ask<{ memory: ProbeMemory }>('stats')
+      const requests = small.requests.slice(from).filter((r) => !isWatch(r))
+      await svc.stop()
+      return { listeningMs, readyMs, rssReadyMiB, rssSettledMiB: mem.rssMiB, peakMiB: mem.peakMiB, memory, apiRequests: requests.length, apiWrites: requests.filter((r) => r.method !== 'GET').length }
+    }
+    const first = await runOnce(0)
+    log(`small cluster (${SMALL_PVCS} labelled PVCs): first start ready in ${fmt(first.readyMs, 0)} ms, RSS ${fmt(first.rssSettledMiB, 0)} MiB settled (peak ${fmt(first.peakMiB, 0)}), ${first.apiWrites} API writes`)
+    const restarts: SmallRun[] = []
+    for (let n = 1; n <= RESTARTS; n++) {
+      const r = await runOnce(n)
+      restarts.push(r)
+      log(`small cluster: restart ${n}: listening after ${fmt(r.listeningMs, 0)} ms, ready after ${fmt(r.readyMs, 0)} ms; RSS ${fmt(r.rssReadyMiB, 0)} MiB ready, ${fmt(r.rssSettledMiB, 0)} MiB settled (peak ${fmt(r.peakMiB, 0)}), heap ${fmt(MiBof(r.memory.heapUsed), 1)} of ${fmt(MiBof(r.memory.heapTotal), 1)} MiB; ${r.apiWrites} API writes`)
+    }
+    return { pvcs: SMALL_PVCS, first, restarts }
+  } finally {
+    await small.close()
+  }
+}
+const smallFigures = await smallCluster()
+
+// ---------------------------------------------------------------------------------------------
+// The big cluster: 10,000 PVCs and 10,000 ReplicationSources, and the load
+
 log('baseline: starting the bare fastify server')
-const baseline = await startChild('baseline.js', 'baseline', {})
+const baseline = await startChild(join(HELPERS_DIR, 'baseline.js'), 'baseline', { env: { ...process.env, ...IMAGE_ENV } })
 const baselineSpec: Spec = { id: 'baseline', title: 'bare fastify HTTPS, constant allowed AdmissionReview', path: '/mutate', body: { constant: passThroughBody } }
 if (CPU_PROF) mkdirSync(PROFILES, { recursive: true })
 // Measured twice, before and after the throughput scenarios it is compared with (the ratio takes the
@@ -658,15 +906,14 @@ if (CPU_PROF) mkdirSync(PROFILES, { recursive: true })
 await runScenario(baseline, baselineSpec, true)
 
 log('service: starting (cluster mode, watched caches listing)')
-const serviceStarted = Date.now()
-const service = await startChild('serve.js', 'service', { SMART_RESTORE_CONFIG: configFile, KUBECONFIG: kubeconfigFile })
+const service = await startService('service', { KUBECONFIG: kubeconfigFile }, configFile)
 const rssListening = memoryOf(service.pid).rssMiB
 const readyDeadline = Date.now() + 120_000
 while ((await get(`${service.url}/readyz`, service.caCert)) !== 200) {
   if (Date.now() > readyDeadline) throw new Error('the service did not become ready (watched caches) within 120 s')
-  await new Promise((r) => setTimeout(r, 100))
+  await new Promise((r) => setTimeout(r, 50))
 }
-const readyAfterMs = Date.now() - serviceStarted
+const readyAfterMs = performance.now() - service.startedAt
 // The reconciler queues every PVC once the caches synced; wait until it has looked at all of them
 // (it writes nothing: the PVCs are unlabelled and their ReplicationSources are not smart-restore's).
 await new Promise((r) => setTimeout(r, 3000))
@@ -674,8 +921,9 @@ const startupApi = apiDelta(0, api.requests.length)
 const startupApiConnections = { ...apiProxy.byClass(), total: apiProxy.connections() }
 logOffset = readAdmissions(service.logFile, 0).offset
 const rssStart = memoryOf(service.pid)
+const syncedStats = await service.ask<{ memory: ProbeMemory }>('stats')
 const cpuStartup = cpuMsOf(service.pid)
-log(`service: ready after ${(readyAfterMs / 1000).toFixed(1)} s; RSS ${rssStart.rssMiB.toFixed(0)} MiB (${rssListening.toFixed(0)} MiB when it first answered); startup API requests ${startupApi.decision} lists/gets, ${startupApi.writes} writes, ${startupApi.watch} watches`)
+log(`service: ready after ${(readyAfterMs / 1000).toFixed(1)} s; RSS ${rssStart.rssMiB.toFixed(0)} MiB, peak so far ${rssStart.peakMiB.toFixed(0)} MiB (${rssListening.toFixed(0)} MiB when it first answered); startup API requests ${startupApi.decision} lists/gets, ${startupApi.writes} writes, ${startupApi.watch} watches`)
 
 // Sanity: each scenario's body gets the answer it is meant to get.
 const expect = async (what: string, path: string, body: string, check: (res: any) => boolean) => {
@@ -711,7 +959,7 @@ await burst(service, 'burst', `${BURST} concurrent CREATEs of one PVC (S3 on loo
 await burst(service, 'burst+100ms', `${BURST} concurrent CREATEs of one PVC (S3 +100 ms, all arrive while the probe is in flight)`, 100)
 
 const rssEnd = memoryOf(service.pid)
-type Mem = { memory: { rss: number; heapUsed: number; heapTotal: number; external: number; arrayBuffers: number } }
+type Mem = { memory: ProbeMemory }
 const endStats = await service.ask<Mem>('stats')
 const afterGc = await service.ask<Mem>('gc')
 const totals = {
@@ -808,7 +1056,7 @@ function judge(): Target[] {
       measured: `${BURST} concurrent CREATEs of one PVC: ${burstRow.s3Requests} S3 request(s) (loopback), ${burstSlow.s3Requests} (S3 +100 ms)`,
       met: burstRow.s3Requests <= 1 && burstSlow.s3Requests <= 1,
     },
-    { what: '0 API requests per DELETE decision', measured: `${del.api.decision + del1k.api.decision} API requests for ${del.admissions + del1k.admissions} DELETE decisions (discovery ${del.api.discovery + del1k.api.discovery}, watches ${del.api.watch + del1k.api.watch} aside)`, met: del.api.decision + del1k.api.decision === 0 },
+    { what: '0 API requests per DELETE decision', measured: `${del.api.decision + del1k.api.decision} API requests for ${del.admissions + del1k.admissions} DELETE decisions (discovery ${del.api.discovery + del1k.api.discovery}, watches ${del.api.watch + del1k.api.watch}, leader-election Lease ${del.api.lease + del1k.api.lease} aside)`, met: del.api.decision + del1k.api.decision === 0 },
     {
       what: 'connections reused: S3',
       measured: `${s3ConnsAll} new TCP connections for ${s3ReqAll} S3 requests during the scenarios (the connections opened before them, at the sanity checks, were reused; whole run below)`,
@@ -819,10 +1067,73 @@ function judge(): Target[] {
       measured: `${apiDecisionConns} new TCP connections for ${apiDecisionReqs} admission API requests during the scenarios (restore: ${fmt(perAdm(restore.apiConnections.total, restore), 2)} new connections per admission; whole run below)`,
       met: apiDecisionConns <= Math.max(16, apiDecisionReqs / 50),
     },
-    { what: `RSS < 150 MB with ${PVCS.toLocaleString('en-US')} PVCs + ${PVCS.toLocaleString('en-US')} RSs cached`, measured: `start ${fmt(rssStart.rssMiB, 0)} MiB, end ${fmt(rssEnd.rssMiB, 0)} MiB, peak ${fmt(rssEnd.peakMiB, 0)} MiB`, met: rssEnd.peakMiB * 1.048576 < 150 },
   ]
 }
-const targets: Target[] = [...(ONLY ? [] : judge()), ...(restic ? resticTargets(restic) : [])]
+/** The issue's memory and startup targets (MiB as /proc reports them: KiB / 1024). */
+const TARGET_SMALL_MIB = 90
+const TARGET_SYNCED_MIB = 150
+const TARGET_PEAK_MIB = 180
+const TARGET_READY_MS = 1500
+const median = (xs: number[]) => percentiles(xs, [50])[0] ?? NaN
+function memoryTargets(): Target[] {
+  const out: Target[] = []
+  if (smallFigures) {
+    const runs = [smallFigures.first, ...smallFigures.restarts]
+    const worst = Math.max(...runs.map((r) => r.rssSettledMiB))
+    const readyMs = smallFigures.restarts.map((r) => r.readyMs)
+    out.push({
+      what: `RSS ready with ${smallFigures.pvcs} labelled PVCs ≤ ${TARGET_SMALL_MIB} MiB`,
+      measured: `first start (writes their ReplicationSources) ${fmt(smallFigures.first.rssSettledMiB, 0)} MiB, restarts ${smallFigures.restarts.map((r) => fmt(r.rssSettledMiB, 0)).join(' / ')} MiB (settled after ready; at /readyz 200: ${runs.map((r) => fmt(r.rssReadyMiB, 0)).join(' / ')}); the highest: ${fmt(worst, 1)} MiB${worst > TARGET_SMALL_MIB ? `, ${fmt(worst - TARGET_SMALL_MIB, 1)} MiB over` : ''}`,
+      met: worst <= TARGET_SMALL_MIB,
+    })
+    out.push({
+      what: `startup to /readyz 200 with ${smallFigures.pvcs} PVCs ≤ ${fmt(TARGET_READY_MS / 1000, 1)} s`,
+      measured: `restarts: median ${fmt(median(readyMs), 0)} ms (${readyMs.map((x) => fmt(x, 0)).join(' / ')}; listening after ${smallFigures.restarts.map((r) => fmt(r.listeningMs, 0)).join(' / ')} ms); first start ${fmt(smallFigures.first.readyMs, 0)} ms`,
+      met: median(readyMs) <= TARGET_READY_MS,
+    })
+  }
+  if (!ONLY) {
+    out.push({
+      what: `RSS with ${PVCS.toLocaleString('en-US')} PVCs + ${PVCS.toLocaleString('en-US')} RSs synced ≤ ${TARGET_SYNCED_MIB} MiB`,
+      measured: `${fmt(rssStart.rssMiB, 1)} MiB (caches synced, reconciler settled; the peak while listing and settling: ${fmt(rssStart.peakMiB, 0)} MiB)${rssStart.rssMiB > TARGET_SYNCED_MIB ? `, ${fmt(rssStart.rssMiB - TARGET_SYNCED_MIB, 1)} MiB over` : ''}`,
+      met: rssStart.rssMiB <= TARGET_SYNCED_MIB,
+    })
+    out.push({
+      what: `peak RSS under the restore load ≤ ${TARGET_PEAK_MIB} MiB`,
+      measured: `${fmt(rssEnd.peakMiB, 1)} MiB (VmHWM after every scenario, restore and bursts included; ${fmt(rssEnd.rssMiB, 0)} MiB at the end)${rssEnd.peakMiB > TARGET_PEAK_MIB ? `, ${fmt(rssEnd.peakMiB - TARGET_PEAK_MIB, 1)} MiB over` : ''}`,
+      met: rssEnd.peakMiB <= TARGET_PEAK_MIB,
+    })
+  }
+  return out
+}
+
+/** Where the memory is: one row per moment, from /proc and the probe in the service's process. */
+const memHeader = ['moment', 'RSS MiB', 'anonymous / file-backed', 'V8 heap used / committed', 'bytecode + compiled code', 'outside the V8 heap (external; script sources)', 'rest of anonymous']
+function memRow(what: string, rssMiB: number, m: ProbeMemory): string[] {
+  const f = (b: number) => fmt(MiBof(b), 1)
+  // Anonymous memory the V8 heap and the external buffers do not account for: malloc (OpenSSL,
+  // libuv, V8's own tables), thread stacks, the script sources, the young generation's unused half.
+  const rest = m.rssAnon - m.heapTotal - m.external
+  return [what, fmt(rssMiB, 1), `${f(m.rssAnon)} / ${f(m.rssFile)}`, `${f(m.heapUsed)} / ${f(m.heapTotal)}`, f(m.code.bytecodeAndMetadata + m.code.codeAndMetadata), `${f(m.external)}; ${f(m.code.externalScriptSource)}`, f(rest)]
+}
+function memoryRows(): string[][] {
+  const rows: string[][] = [memRow('node alone (an empty script, same NODE_OPTIONS)', MiBof(bareNode.rss), bareNode), memRow('the service\'s modules loaded (nothing started)', MiBof(modulesLoaded.rss), modulesLoaded)]
+  if (smallFigures) {
+    rows.push(memRow(`${smallFigures.pvcs} labelled PVCs: first start, settled`, smallFigures.first.rssSettledMiB, smallFigures.first.memory))
+    smallFigures.restarts.forEach((r, i) => rows.push(memRow(`${smallFigures!.pvcs} labelled PVCs: restart ${i + 1}, settled`, r.rssSettledMiB, r.memory)))
+  }
+  rows.push(memRow(`${PVCS.toLocaleString('en-US')} PVCs + RSs: synced, settled`, rssStart.rssMiB, syncedStats.memory))
+  rows.push(memRow('… after the load', rssEnd.rssMiB, endStats.memory))
+  rows.push(memRow('… then one full GC (live data)', MiBof(afterGc.memory.rss), afterGc.memory))
+  return rows
+}
+const codeLine = loadedCode
+  ? `JavaScript the service loads at startup (static imports of ${SERVICE_ENTRY}, minified): ${fmt(loadedCode.bytes / 1024, 0)} KiB in ${loadedCode.files} files — ${loadedCode.byPackage
+      .slice(0, 10)
+      .map(([p, b]) => `${p} ${fmt(b / 1024, 0)}`)
+      .join(', ')} KiB, …; loaded only when needed (the development certificate's selfsigned, S3 event streams, ...): ${fmt(loadedCode.lazyBytes / 1024, 0)} KiB.`
+  : 'BENCH_NO_COMPILE=1: the build was not redone, so its code sizes are not known to this run.'
+const targets: Target[] = [...memoryTargets(), ...(ONLY ? [] : judge()), ...(restic ? resticTargets(restic) : [])]
 
 const detail = rows
   .filter((r) => !isBase(r))
@@ -860,11 +1171,11 @@ if (restic) process.stdout.write(`Probe mode restic, ${restic.snapshots} snapsho
 for (const t of targets) process.stdout.write(`${t.met ? 'MET   ' : 'MISSED'}  ${t.what}: ${t.measured}\n`)
 const MiB = (bytes: number | undefined) => fmt((bytes ?? NaN) / 2 ** 20, 0)
 const rssLine =
-  `RSS of the service: ${MiB(service.rssAfterImports)} MiB with its modules loaded (before startService), ${fmt(rssListening, 0)} MiB when it first answered, ` +
+  `RSS of the service: ${MiB(modulesLoaded.rss)} MiB with its modules loaded (node alone: ${MiB(bareNode.rss)}), ${fmt(rssListening, 0)} MiB when it first answered, ` +
   `${fmt(rssStart.rssMiB, 0)} MiB at the start of the load (caches synced, reconciler settled), ${fmt(rssEnd.rssMiB, 0)} MiB at the end (peak ${fmt(rssEnd.peakMiB, 0)} MiB). ` +
   `V8 heap at the end: ${MiB(endStats.memory.heapUsed)} MiB used of ${MiB(endStats.memory.heapTotal)}; after one full GC ${MiB(afterGc.memory.heapUsed)} MiB live ` +
   `(RSS then ${MiB(afterGc.memory.rss)} MiB), external ${MiB(afterGc.memory.external)} MiB.`
-process.stdout.write(`\n${rssLine}\n`)
+process.stdout.write(`\n${textTable(memHeader, memoryRows())}\n\n${codeLine}\n\n${rssLine}\n`)
 process.stdout.write(`${summary.machine}; node ${summary.node}; ${summary.date}; ${fmt(summary.wallSeconds, 0)} s\n`)
 
 if (RESULTS !== '-') {
@@ -882,7 +1193,9 @@ How the benchmark works and why the missed targets are missed: bench/README.md.
 - **Load**: autocannon over HTTPS, keep-alive, HTTP/1.1, no pipelining, real AdmissionReview bodies
   (kube-apiserver v1.32 captures from ../shared/fixtures), ${SECONDS} s per scenario after ${WARMUP} s of warm-up
   (1 s for the rate-limited and S3 scenarios); ${CONNECTIONS} connections unless the table says otherwise.
-- **Service**: its own process (bench/serve.ts = src/main.ts's startup), cluster mode against a loopback
+- **Service**: its own process, run as the image runs it: \`node ${SERVICE_ENTRY}\` of the build \`npm run build\` writes
+  (scripts/build.mjs, into bench/.build/service), the image's environment (${Object.entries(IMAGE_ENV).map(([k, v]) => `${k}=${v}`).join(' ') || 'none'}) and
+  the serving certificate from files; bench/serve.ts is loaded first (\`--import\`) to answer the runner's questions. Cluster mode against a loopback
   Kubernetes API (test/helpers/fake-apiserver.ts) holding ${PVCS.toLocaleString('en-US')} PVCs and ${PVCS.toLocaleString('en-US')} ReplicationSources
   (${Array.from({ length: PVCS }, (_, i) => i).filter(inFlight).length} of them mid-backup), S3 = s3rver on loopback (probe mode list: the restic mode has its own section), reconciler ${env.BENCH_RECONCILER === '0' ? 'off' : 'on'}, log level ${env.BENCH_LOG_LEVEL ?? 'info'}, metrics on,
   \`NODE_OPTIONS=${SERVICE_NODE_OPTIONS}\`${env.BENCH_SERVICE_NODE_OPTIONS ? ' (BENCH_SERVICE_NODE_OPTIONS)' : " (the Deployment's, deploy/base/deployment.yaml)"}.
@@ -905,6 +1218,23 @@ fired at once (p50 and max latency).
 ${markdownTable(header, table)}
 
 ${detail}
+
+## Memory and startup
+
+As the image runs the service (above). *settled*: after /readyz answered 200, once the reconciler's
+and the readiness refresh's first pass made no API request for a second (at least 3 s). The small
+cluster: ${SMALL_PVCS} PVCs labelled with a tier (\`backup\`: hourly, daily, weekly) in 10 namespaces, no backups
+yet, its own fake apiserver; the first start writes their ReplicationSources, each restart finds them
+(as after a rollout). *anonymous* is the process's own memory (V8 heap, malloc, stacks); *file-backed*
+is mapped files, mostly the node binary itself. *rest of anonymous* = anonymous − V8 heap committed −
+external: allocator and OpenSSL state, thread stacks, the script sources and source maps
+(\`--enable-source-maps\`), the young generation's reserve.
+
+${smallFigures ? `Startup of the restarts (process start → listening → /readyz 200): ${smallFigures.restarts.map((r) => `${fmt(r.listeningMs, 0)} → ${fmt(r.readyMs, 0)} ms`).join('; ')}. The first start: ${fmt(smallFigures.first.listeningMs, 0)} → ${fmt(smallFigures.first.readyMs, 0)} ms, then ${smallFigures.first.apiWrites} API writes (restarts: ${smallFigures.restarts.map((r) => r.apiWrites).join(' / ')}).` : ''}
+
+${markdownTable(memHeader, memoryRows())}
+
+${codeLine}
 
 ${restic ? resticMarkdown(restic, markdownTable) : ''}
 ## Targets
