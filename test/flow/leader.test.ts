@@ -192,7 +192,9 @@ t.test('one leader: only it attaches ReplicationSources (only it writes); both s
   t.strictSame(b.proxy.seen.filter(isWrite), [], 'replica-b wrote nothing at all: not the Lease, not an Event, not a PVC')
   t.ok(b.proxy.seen.some((s) => isLease(s) && s.method === 'GET'), 'replica-b reads the Lease (every retry period)')
   t.notOk(b.proxy.seen.some((s) => s.path.endsWith('/secrets/smart-restore-restic')), 'replica-b never read the source Secret (the reconciler does)')
-  t.ok(a.proxy.seen.some((s) => isLease(s) && s.method === 'PUT'), 'replica-a renews the Lease')
+  // It acquired the Lease with a create; its first renewal (a PUT) comes a retry period later,
+  // which a fast run of this test may not have reached yet.
+  t.ok(await eventually('replica-a to renew', () => a.proxy.seen.some((s) => isLease(s) && s.method === 'PUT'), TIMING.retryPeriodMs * 10), 'replica-a renews the Lease')
   t.equal(lease().spec.holderIdentity, 'replica-a')
 
   // Both keep their watched caches: the follower's deletion guard refuses a delete in flight.

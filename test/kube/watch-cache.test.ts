@@ -376,7 +376,7 @@ t.test('410 Gone: relist, keep serving the old state until the new list arrives,
     }
     return cache.syncState()[0]!.relists === 1 && now === NEW
   }, 'relisted state', 5000)
-  t.ok(samples.filter((s) => s === OLD).length > 5, 'the old state is served while the relist is outstanding')
+  t.ok(samples.filter((s) => s === OLD).length >= 1, 'the old state is served while the relist is outstanding')
   t.ok(samples.every((s) => s === OLD || s === NEW), 'never a half-cleared index: old state, then new state')
   t.ok(syncedDuringRelist.every(Boolean), 'still synced while relisting (old data served)')
   t.strictSame(names(cache.byKey('pvc', 'app=y')), ['media/b'])
@@ -413,7 +413,8 @@ t.test('a failing server: restarts back off exponentially up to the cap, and the
   await sleep(700)
   const attempts = listRequests(api, PVCS).length
   // 20, 40, 80, 80, ... (±20 % jitter): about 10 in 700 ms; no backoff would be hundreds.
-  t.ok(attempts >= 5 && attempts <= 14, `restarts are spaced out (${attempts} lists in 700 ms)`)
+  // The upper bound is the point (a busy machine only lowers the count; no backoff at all would be hundreds).
+  t.ok(attempts >= 2 && attempts <= 14, `restarts are spaced out (${attempts} lists in 700 ms)`)
   t.equal(cache.synced(), false)
   t.match(cache.syncState()[0], { active: true, synced: false, lastError: /HTTP 500.*etcdserver: leader changed/ })
   broken.cancel()
@@ -448,7 +449,7 @@ t.test('a watch that ends right after connecting is reopened with backoff, not i
   await sleep(700)
   clearInterval(dropper)
   const reopened = watchRequests(api, PVCS).length - before
-  t.ok(reopened >= 2 && reopened <= 12, `reopened ${reopened} times in 700 ms`)
+  t.ok(reopened >= 1 && reopened <= 12, `reopened ${reopened} times in 700 ms`)
   t.equal(cache.stats().listRequests, 1, 'clean ends never relist')
   await until(() => api.openWatches(PVCS) === 1, 'watching again', 2000)
 })
