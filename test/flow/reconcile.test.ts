@@ -12,6 +12,7 @@ import { find, parseMetrics, scrape, value } from '../helpers/metrics.js'
 import { startFakeApiServer } from '../helpers/fake-apiserver.js'
 import { emptyRestoreStatus, failedRestoreStatus, restoredStatus, writeRdStatus } from '../helpers/rd-status.js'
 import { seed, startS3rver, storeConfig } from '../helpers/storage-servers.js'
+import { steady } from '../helpers/wait.js'
 
 const PVCS = '/api/v1/persistentvolumeclaims'
 const RS = '/apis/volsync.backube/v1alpha1/replicationsources'
@@ -67,18 +68,6 @@ async function eventually<T>(what: string, check: () => T | undefined | false, m
     if (v) return v
     if (Date.now() > until) throw new Error(`timed out waiting for ${what}`)
     await new Promise((r) => setTimeout(r, 25))
-  }
-}
-
-/** Resolves once no object has changed for `ms` (at most 15 s). */
-async function quiet(ms: number): Promise<void> {
-  const until = Date.now() + 15_000
-  let rv = api.objects.resourceVersion
-  let since = Date.now()
-  while (Date.now() - since < ms) {
-    if (Date.now() > until) throw new Error('the API objects never stopped changing')
-    await new Promise((r) => setTimeout(r, 50))
-    if (api.objects.resourceVersion !== rv) [rv, since] = [api.objects.resourceVersion, Date.now()]
   }
 }
 
@@ -238,7 +227,7 @@ t.test('metrics: watched caches, reconciles, findings and Events, without object
 t.test('a second replica converges: its applies change nothing', async (t) => {
   // The first replica may still be writing (an Event of the previous test): wait until nothing has
   // changed for a while, however busy the machine, so every later change is the second replica's.
-  await quiet(600)
+  await steady(() => api.objects.resourceVersion, 600, 'the API objects to stop changing')
   const before = { rv: api.objects.resourceVersion, events: api.objects.list(EVENTS, 'apps').length }
   const second = await startService(config, { logger: captureLogger('error').logger, kubeConfig: api.kubeConfig, watch: { rediscoverMs: 1000 } })
   t.teardown(() => second.close())
